@@ -1,0 +1,37 @@
+"""imgcodec — a learned image codec (Ballé factorized prior with GDN) that writes a real bitstream.
+
+    >>> import imgcodec
+    >>> data = imgcodec.encode("photo.png", quality=4)
+    >>> imgcodec.decode(data).save("photo-decoded.png")
+
+Importing this package does not import torch; the first ``encode``/``decode`` does.
+"""
+
+from .errors import BitstreamError, CodecError, InputError, ModelError, OutputError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "encode",
+    "decode",
+    "CodecError",
+    "BitstreamError",
+    "InputError",
+    "ModelError",
+    "OutputError",
+    "__version__",
+]
+
+
+def encode(image, quality=None, model=None, device="cpu") -> bytes:
+    """Compress an image (path or ``PIL.Image``) to the bytes of an imgcodec file."""
+    from .codec import encode as _encode
+
+    return _encode(image, quality=quality, model=model, device=device)
+
+
+def decode(data: bytes, device="cpu", **kwargs):
+    """Decode the bytes of an imgcodec file to a ``PIL.Image`` (original size and mode)."""
+    from .codec import decode as _decode
+
+    return _decode(data, device=device, **kwargs)

@@ -1,0 +1,174 @@
+"""Encode and decode: image ↔ model ↔ bitstream.
+
+The path of one encode: read and canonicalize the image (``imageio``), resolve model + quality to
+verified weights (``store``), pad to the model's stride by replication, analyse and entropy-code
+(``autoencoders``), pack header + parts + CRC (``bitstream``).  Decoding starts from the header,
+which alone names the model, the weights, the size and the colour mode to restore.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import bitstream, store
+from .errors import BitstreamError, CodecError, ModelError
+from .imageio import CanonicalImage, read_image, to_pil
+
+DEFAULT_MODEL = "factorized-gdn"
+
+
+def pad_image(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad (N, C, h, w) at the bottom/right to (height, width): reflect, then replicate.
+
+    Reflection continues the picture's texture, which costs fewer bits than a flat border.
+    """
+    dh, dw = height - x.shape[-2], width - x.shape[-1]
+    if dh == 0 and dw == 0:
+        return x
+    rh, rw = min(dh, x.shape[-2] - 1), min(dw, x.shape[-1] - 1)
+    if rh > 0 or rw > 0:
+        x = F.pad(x, (0, max(rw, 0), 0, max(rh, 0)), mode="reflect")
+    return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]), mode="replicate")
+
+
+def _padded_size(h: int, w: int, stride: int) -> tuple[int, int]:
+    return -(-h // stride) * stride, -(-w // stride) * stride
+
+
+def array_to_tensor(rgb: np.ndarray, device: str = "cpu") -> torch.Tensor:
+    if not rgb.flags.writeable:
+        rgb = rgb.copy()
+    return torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255)
+
+
+def tensor_to_array(x: torch.Tensor) -> np.ndarray:
+    return x[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+@torch.inference_mode()
+def compress_rgb(model, rgb: np.ndarray, device: str = "cpu") -> bytes:
+    """The latent payload of an (H, W, 3) uint8 image."""
+    h, w, _ = rgb.shape
+    x = pad_image(array_to_tensor(rgb, device), *_padded_size(h, w, model.stride))
+    return model.compress(x)["strings"][0][0]
+
+
+@torch.inference_mode()
+def decompress_rgb(model, payload: bytes, height: int, width: int, device: str = "cpu") -> np.ndarray:
+    ph, pw = _padded_size(height, width, model.stride)
+    shape = (ph // model.stride, pw // model.stride)
+    x_hat = model.decompress([[payload]], shape)["x_hat"]
+    return tensor_to_array(x_hat[..., :height, :width])
+
+
+def code_array(model, rgb: np.ndarray, device: str = "cpu") -> tuple[int, np.ndarray]:
+    """Round trip through the real entropy coder: (payload bytes, decoded image)."""
+    payload = compress_rgb(model, rgb, device)
+    return len(payload), decompress_rgb(model, payload, rgb.shape[0], rgb.shape[1], device)
+
+
+def _resolve(model: str | None, quality: int | None) -> store.LoadedModel:
+    name = model or DEFAULT_MODEL
+    config = store.load_config(name)
+    q = config.default_quality if quality is None else int(quality)
+    return store.load_shipped(name, q)
+
+
+def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str = "cpu") -> bytes:
+    model = loaded.model.to(device)
+    parts = [compress_rgb(model, img.rgb, device)]
+    if img.alpha is not None:
+        parts.append(zlib.compress(img.alpha.tobytes(), 9))
+    header = bitstream.Header(
+        model=loaded.config.name,
+        weights=bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES],
+        quality=loaded.quality,
+        width=img.size[0],
+        height=img.size[1],
+        mode=img.mode,
+    )
+    return bitstream.pack(header, parts)
+
+
+def encode(image, quality: int | None = None, model: str | None = None, device: str = "cpu") -> bytes:
+    """Compress an image (a path or a ``PIL.Image``) to the bytes of an imgcodec file."""
+    if quality is not None and (isinstance(quality, bool) or int(quality) != quality):
+        raise ModelError(f"quality must be an integer, not {quality!r}")
+    loaded = _resolve(model, quality)
+    return encode_canonical(read_image(image), loaded, device)
+
+
+def _model_for(header: bitstream.Header) -> store.LoadedModel:
+    try:
+        loaded = store.load_shipped(header.model, header.quality)
+    except ModelError as exc:
+        raise ModelError(
+            f"this file needs model {header.model!r} quality {header.quality} "
+            f"(weights {header.weights.hex()}): {exc}"
+        ) from None
+    if bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES] != header.weights:
+        raise ModelError(
+            f"this file was made with other weights of {header.model!r} quality {header.quality} "
+            f"(weights {header.weights.hex()}, installed {loaded.sha256[:16]})"
+        )
+    return loaded
+
+
+def decode(data: bytes, device: str = "cpu", max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode the bytes of an imgcodec file to a ``PIL.Image`` of the original size and mode."""
+    stream = bitstream.unpack(data, max_pixels=max_pixels)
+    h = stream.header
+    loaded = _model_for(h)
+    try:
+        rgb = decompress_rgb(loaded.model.to(device), stream.parts[0], h.height, h.width, device)
+    except CodecError:
+        raise
+    except Exception as exc:  # the rANS decoder rejects a damaged payload in its own words
+        raise BitstreamError(f"corrupt payload: {exc}") from None
+    alpha = None
+    if h.has_alpha:
+        try:
+            raw = zlib.decompressobj().decompress(stream.parts[1], h.width * h.height + 1)
+        except zlib.error:
+            raise BitstreamError("corrupt alpha plane") from None
+        if len(raw) != h.width * h.height:
+            raise BitstreamError("corrupt alpha plane")
+        alpha = np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
+    return to_pil(rgb, alpha, gray=h.mode.startswith("L"))
+
+
+def read_info(data: bytes) -> bitstream.Bitstream:
+    return bitstream.unpack(data, max_pixels=None)
+
+
+def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", force=False) -> bytes:
+    from .atomic import check_writable, write_bytes_atomic
+
+    check_writable(Path(dst), force)
+    data = encode(src, quality=quality, model=model, device=device)
+    write_bytes_atomic(Path(dst), data, force=force)
+    return data
+
+
+def decode_file(src: Path, dst: Path, device="cpu", force=False, max_pixels=bitstream.DEFAULT_MAX_PIXELS) -> Image.Image:
+    from .atomic import check_writable
+    from .errors import InputError
+    from .imageio import output_format, save_image
+
+    output_format(Path(dst))
+    check_writable(Path(dst), force)
+    try:
+        data = Path(src).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{src}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {src}: {exc.strerror or exc}") from None
+    img = decode(data, device=device, max_pixels=max_pixels)
+    save_image(img, Path(dst), force=force)
+    return img

@@ -1,0 +1,422 @@
+"""The rate–distortion trainer: L = λ·255²·MSE + bpp (or λ·(1 − MS-SSIM) + bpp).
+
+One loop, short enough to read in one sitting.  The network and the entropy bottleneck's
+quantiles have separate Adam optimizers (the quantiles follow their own auxiliary loss).  The run
+directory holds ``state.safetensors`` (weights and both optimizers' state, written atomically at
+an interval, so ``--resume`` after ``kill -9`` loses at most one interval) and ``metrics.csv``.
+Under ``torchrun`` the same loop trains with DistributedDataParallel (gloo on CPU, nccl on GPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import store
+from .atomic import write_bytes_atomic
+from .autoencoders import bits_per_pixel, build_model
+from .errors import CodecError, InputError, ModelError
+from .codec import pad_image
+from .imageio import find_images, load_rgb_array
+
+STATE_FILE = "state.safetensors"
+METRICS_FILE = "metrics.csv"
+METRIC_FIELDS = ["step", "seconds", "lr", "loss", "bpp", "mse", "psnr", "aux", "val_bpp", "val_psnr"]
+
+
+@dataclass
+class TrainOptions:
+    model: str
+    data: Path
+    out: Path
+    quality: int | None = None
+    lmbda: float | None = None
+    val: Path | None = None
+    steps: int | None = None
+    minutes: float | None = None
+    resume: bool = False
+    init: Path | None = None
+    batch_size: int | None = None
+    patch: int | None = None
+    lr: float | None = None
+    metric: str | None = None
+    checkpoint_seconds: float = 120.0
+    val_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    workers: int = 1
+    device: str = "cpu"
+    ship: bool = False
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+class RandomCrops(torch.utils.data.Dataset):
+    """Random crops with random horizontal flips from images held in memory.
+
+    Images smaller than the patch are padded by reflection (replication where reflection cannot
+    reach) so every crop has the full size.
+    """
+
+    def __init__(self, images: list[np.ndarray], patch: int, length: int):
+        self.images = images
+        self.patch = patch
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(int(torch.initial_seed() % (2**62)) + index)
+        img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
+        h, w, _ = img.shape
+        p = self.patch
+        y = int(torch.randint(max(h - p, 0) + 1, (1,), generator=g))
+        x = int(torch.randint(max(w - p, 0) + 1, (1,), generator=g))
+        crop = torch.from_numpy(np.ascontiguousarray(img[y : y + p, x : x + p])).permute(2, 0, 1)
+        crop = crop.float().div_(255)
+        if crop.shape[1] < p or crop.shape[2] < p:
+            crop = pad_image(crop[None], p, p)[0]
+        if bool(torch.randint(2, (1,), generator=g)):
+            crop = crop.flip(-1)
+        return crop
+
+
+def load_images(folder: Path) -> list[np.ndarray]:
+    files = find_images(folder)
+    if not files:
+        raise InputError(f"no images found in {folder}")
+    return [load_rgb_array(f) for f in files]
+
+
+# ---------------------------------------------------------------------------------------------
+# State (safetensors only: weights and optimizer moments as tensors, the rest as JSON metadata)
+
+
+def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    sd = opt.state_dict()
+    scalars = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}.{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    meta[prefix] = json.dumps({"param_groups": sd["param_groups"], "scalars": scalars})
+
+
+def _unflatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    info = json.loads(meta[prefix])
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith(prefix + "."):
+            idx, k = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in info["scalars"].items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    for group in info["param_groups"]:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def save_state(path: Path, model, opt, aux_opt, step: int, seconds: float, options: dict) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"step": str(step), "seconds": repr(seconds), "options": json.dumps(options)}
+    _flatten_optimizer("opt", opt, tensors, meta)
+    _flatten_optimizer("aux", aux_opt, tensors, meta)
+    write_bytes_atomic(path, st_save(tensors, metadata=meta), force=True)
+
+
+def load_state(path: Path, model, opt, aux_opt) -> tuple[int, float]:
+    data = Path(path).read_bytes()
+    tensors = st_load(data)
+    meta = store._safetensors_metadata(data)
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    _unflatten_optimizer("opt", opt, tensors, meta)
+    _unflatten_optimizer("aux", aux_opt, tensors, meta)
+    return int(meta["step"]), float(meta["seconds"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation with the real codec: actual compressed bytes and PSNR of the decoded 8-bit image
+
+
+@torch.no_grad()
+def validate(model, images: list[np.ndarray], device: str = "cpu") -> tuple[float, float]:
+    from .codec import code_array
+
+    was_training = model.training
+    model.eval()
+    model.update(force=True)
+    bpps, psnrs = [], []
+    for img in images:
+        nbytes, decoded = code_array(model, img, device)
+        bpps.append(8 * nbytes / (img.shape[0] * img.shape[1]))
+        mse = np.mean((decoded.astype(np.float64) - img.astype(np.float64)) ** 2)
+        psnrs.append(10 * math.log10(255**2 / max(mse, 1e-10)))
+    model.train(was_training)
+    return float(np.mean(bpps)), float(np.mean(psnrs))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def _distributed() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(opts: TrainOptions) -> dict:
+    """Train (or resume, or fine-tune) one rate point; returns a summary dict."""
+    rank, world = _distributed()
+    config = store.load_config(opts.model)
+    recipe = config.training
+    if opts.lmbda is None and opts.quality is None:
+        raise CodecError("give --quality or --lambda")
+    lmbda = opts.lmbda if opts.lmbda is not None else config.lmbda(opts.quality)
+    batch = opts.batch_size or recipe.batch_size
+    patch = opts.patch or recipe.patch
+    metric = opts.metric or recipe.metric
+    base_lr = opts.lr if opts.lr is not None else (recipe.finetune_lr if opts.init else recipe.lr)
+    if opts.steps is None and opts.minutes is None:
+        raise CodecError("give --steps or --minutes")
+    if metric not in ("mse", "ms-ssim"):
+        raise CodecError(f"unknown metric {metric!r} (mse or ms-ssim)")
+    if metric == "ms-ssim" and patch <= 160:
+        raise CodecError("--metric ms-ssim needs --patch above 160 (five MS-SSIM scales)")
+    if patch % 16:
+        raise CodecError(f"--patch must be a multiple of 16, not {patch}")
+
+    device = torch.device(opts.device if opts.device != "cuda" else f"cuda:{rank % max(torch.cuda.device_count(), 1)}")
+    torch.manual_seed(opts.seed)
+    random.seed(opts.seed)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = build_model(config).to(device)
+    init_sha = None
+    if opts.init and not (opts.resume and (out / STATE_FILE).exists()):
+        loaded = store.load_checkpoint_file(Path(opts.init))
+        if (loaded.config.architecture, loaded.config.norm, loaded.config.N, loaded.config.M) != (
+            config.architecture, config.norm, config.N, config.M
+        ):
+            raise ModelError(f"--init {opts.init} is a {loaded.config.name} checkpoint of another shape")
+        model.load_state_dict(loaded.model.state_dict())
+        init_sha = loaded.sha256
+
+    net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam(net_params, lr=base_lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=recipe.aux_lr)
+
+    step, seconds = 0, 0.0
+    if opts.resume and (out / STATE_FILE).exists():
+        step, seconds = load_state(out / STATE_FILE, model, opt, aux_opt)
+    options_json = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(opts).items()}
+    options_json.update(lmbda=lmbda, batch_size=batch, patch=patch, metric=metric, lr=base_lr)
+
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # The quantiles follow the auxiliary loss, outside DDP's reducer; averaged by hand below.
+        DDP._set_params_and_buffers_to_ignore_for_model(
+            model, [n for n, _ in model.named_parameters() if n.endswith(".quantiles")]
+        )
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    train_images = load_images(opts.data)
+    val_images = load_images(opts.val) if opts.val else []
+    total_steps = opts.steps
+    dataset = RandomCrops(train_images, patch, length=10**9)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=False,
+        sampler=range(step * batch * world + rank * batch, 10**9),  # fresh crops after resume
+        num_workers=opts.workers,
+        persistent_workers=opts.workers > 0,
+        generator=torch.Generator().manual_seed(opts.seed),
+    )
+    if opts.workers == 0:
+        torch.manual_seed(opts.seed + step + rank)
+
+    metrics_path = out / METRICS_FILE
+    _truncate_metrics(metrics_path, step)
+    ms_ssim = None
+    if metric == "ms-ssim":
+        from pytorch_msssim import ms_ssim
+
+    bar = None
+    if opts.progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, unit="step", mininterval=5, dynamic_ncols=True)
+
+    model.train()
+    last_ckpt = time.monotonic()
+    t_start = time.monotonic() - seconds
+    running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
+    data_iter = iter(loader)
+    while True:
+        elapsed = time.monotonic() - t_start
+        progress = step / total_steps if total_steps else elapsed / (opts.minutes * 60)
+        flags = torch.tensor([float(progress >= 1.0), progress])
+        if world > 1:
+            dist.broadcast(flags, 0)
+        if flags[0] > 0:
+            break
+        lr = base_lr * (recipe.decay if flags[1] >= recipe.decay_at else 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+        x = next(data_iter).to(device, non_blocking=True)
+        out_ = net(x)
+        bpp = bits_per_pixel(out_["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
+        mse = F.mse_loss(out_["x_hat"], x)
+        if metric == "mse":
+            distortion = lmbda * 255**2 * mse
+        else:
+            distortion = lmbda * (1 - ms_ssim(out_["x_hat"].clamp(0, 1), x, data_range=1.0))
+        loss = distortion + bpp
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net_params, recipe.clip_grad)
+        opt.step()
+
+        aux = model.aux_loss()
+        aux_opt.zero_grad(set_to_none=True)
+        aux.backward()
+        if world > 1:
+            for p in aux_params:
+                dist.all_reduce(p.grad)
+                p.grad /= world
+        aux_opt.step()
+
+        step += 1
+        running["loss"] += loss.item()
+        running["bpp"] += bpp.item()
+        running["mse"] += mse.item()
+        running["aux"] += aux.item()
+        running["n"] += 1
+        if bar is not None:
+            bar.update(1)
+        if not math.isfinite(loss.item()):
+            raise CodecError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
+
+        row = None
+        if step % opts.log_every == 0 or (opts.val and step % opts.val_every == 0):
+            n = max(running["n"], 1)
+            mean_mse = running["mse"] / n
+            row = {
+                "step": step,
+                "seconds": round(time.monotonic() - t_start, 2),
+                "lr": lr,
+                "loss": running["loss"] / n,
+                "bpp": running["bpp"] / n,
+                "mse": mean_mse,
+                "psnr": 10 * math.log10(1 / max(mean_mse, 1e-10)),
+                "aux": running["aux"] / n,
+            }
+            running = dict.fromkeys(running, 0.0)
+            running["n"] = 0
+        if rank == 0 and val_images and step % opts.val_every == 0:
+            row["val_bpp"], row["val_psnr"] = validate(model, val_images, opts.device)
+        if rank == 0 and row is not None:
+            _append_metrics(metrics_path, row)
+            if bar is not None:
+                bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}", psnr=f"{row['psnr']:.2f}")
+        if rank == 0 and time.monotonic() - last_ckpt >= opts.checkpoint_seconds:
+            save_state(out / STATE_FILE, model, opt, aux_opt, step, time.monotonic() - t_start, options_json)
+            last_ckpt = time.monotonic()
+
+    seconds = time.monotonic() - t_start
+    summary = {"step": step, "seconds": seconds, "lambda": lmbda}
+    if rank == 0:
+        save_state(out / STATE_FILE, model, opt, aux_opt, step, seconds, options_json)
+        model.eval()
+        model.update(force=True)
+        meta = {
+            "quality": opts.quality or 0,
+            "lambda": lmbda,
+            "metric": metric,
+            "steps": step,
+            "train_seconds": round(seconds, 1),
+            "device": f"{device.type} x{world}",
+            "data": str(opts.data),
+            "init": init_sha,
+        }
+        final = out / "final.safetensors"
+        summary["sha256"] = store.save_checkpoint(model, final, **meta)
+        summary["checkpoint"] = str(final)
+        if val_images:
+            summary["val_bpp"], summary["val_psnr"] = validate(model, val_images, opts.device)
+        if opts.ship:
+            if not opts.quality:
+                raise CodecError("--ship needs --quality")
+            summary["shipped"] = ship_checkpoint(final, opts.model, opts.quality, meta)
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def ship_checkpoint(path: Path, model: str, quality: int, meta: dict, extra: dict | None = None) -> str:
+    """Copy a final checkpoint into ``checkpoints/`` and record it in the manifest."""
+    name = f"{model}-q{quality}.safetensors"
+    data = Path(path).read_bytes()
+    write_bytes_atomic(store.checkpoints_dir() / name, data, force=True)
+    entries = [e for e in store.read_manifest() if not (e["model"] == model and e["quality"] == quality)]
+    entry = {"model": model, "quality": quality, "file": name, "sha256": store.sha256_file(store.checkpoints_dir() / name)}
+    entry.update({k: v for k, v in meta.items() if k != "quality"})
+    entry.update(extra or {})
+    entries.append(entry)
+    store.write_manifest(entries)
+    store.load_shipped.cache_clear()
+    return name
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop log rows written after the state we resumed from."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow(row)
