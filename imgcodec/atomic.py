@@ -57,11 +57,7 @@ def atomic_open(path: Path, force: bool = False) -> Iterator[BinaryIO]:
 
 
 def write_bytes_atomic(path: Path, data: bytes, force: bool = False) -> None:
-    try:
-        with atomic_open(path, force) as f:
-            f.write(data)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    write_atomic(path, lambda f: f.write(data), force)
 
 
 def write_atomic(path: Path, writer: Callable[[BinaryIO], None], force: bool = False) -> None:

@@ -185,9 +185,10 @@ def train(**kw):
 # --- benchmarks (issue 8) ---
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning every expected failure into one line and an exit code."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, prog_name="imgcodec", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("imgcodec: aborted", err=True)
         sys.exit(130)

@@ -147,28 +147,36 @@ def read_info(data: bytes) -> bitstream.Bitstream:
     return bitstream.unpack(data, max_pixels=None)
 
 
-def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", force=False) -> bytes:
-    from .atomic import check_writable, write_bytes_atomic
+def _read_input(src: Path) -> bytes:
+    from .errors import InputError
 
-    check_writable(Path(dst), force)
-    data = encode(src, quality=quality, model=model, device=device)
-    write_bytes_atomic(Path(dst), data, force=force)
+    try:
+        return Path(src).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{src}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{src} is a folder, not a file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {src}: {exc.strerror or exc}") from None
+
+
+def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", force=False) -> bytes:
+    """Encode ``src`` into ``dst``; the temporary output is opened first so a bad target fails fast."""
+    from .atomic import atomic_open
+
+    with atomic_open(Path(dst), force) as f:
+        data = encode(src, quality=quality, model=model, device=device)
+        f.write(data)
     return data
 
 
 def decode_file(src: Path, dst: Path, device="cpu", force=False, max_pixels=bitstream.DEFAULT_MAX_PIXELS) -> Image.Image:
-    from .atomic import check_writable
-    from .errors import InputError
-    from .imageio import output_format, save_image
+    """Decode ``src`` into an image file ``dst`` (format from its extension)."""
+    from .atomic import atomic_open
+    from .imageio import image_bytes, output_format
 
     output_format(Path(dst))
-    check_writable(Path(dst), force)
-    try:
-        data = Path(src).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{src}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {src}: {exc.strerror or exc}") from None
-    img = decode(data, device=device, max_pixels=max_pixels)
-    save_image(img, Path(dst), force=force)
+    with atomic_open(Path(dst), force) as f:
+        img = decode(_read_input(src), device=device, max_pixels=max_pixels)
+        f.write(image_bytes(img, Path(dst)))
     return img

@@ -150,10 +150,16 @@ def output_format(path: Path) -> str:
     return fmt
 
 
-def save_image(img: Image.Image, path: Path, force: bool = False) -> None:
-    """Write ``img`` atomically in the format named by the extension (WebP is written lossless)."""
+def image_bytes(img: Image.Image, path: Path) -> bytes:
+    """``img`` in the file format named by the extension of ``path`` (WebP lossless)."""
     fmt = output_format(path)
     buf = io.BytesIO()
     kwargs = {"lossless": True} if fmt == "WEBP" else {}
     img.save(buf, format=fmt, **kwargs)
-    write_atomic(Path(path), lambda f: f.write(buf.getvalue()), force=force)
+    return buf.getvalue()
+
+
+def save_image(img: Image.Image, path: Path, force: bool = False) -> None:
+    """Write ``img`` atomically in the format named by the extension."""
+    data = image_bytes(img, path)
+    write_atomic(Path(path), lambda f: f.write(data), force=force)
