@@ -62,6 +62,7 @@ class TrainOptions:
     device: str = "cpu"
     ship: bool = False
     progress: bool = True
+    stop_after: int | None = None  # end this process early at that step (the schedule keeps `steps`)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,28 +76,47 @@ class RandomCrops(torch.utils.data.Dataset):
     reach) so every crop has the full size.
     """
 
-    def __init__(self, images: list[np.ndarray], patch: int, length: int):
+    def __init__(self, images: list[np.ndarray], patch: int, length: int, seed: int = 0):
         self.images = images
         self.patch = patch
         self.length = length
+        self.seed = seed
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(int(torch.initial_seed() % (2**62)) + index)
+        # Crop i depends only on (seed, i): workers, restarts and resumes see the same stream.
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
         h, w, _ = img.shape
         p = self.patch
         y = int(torch.randint(max(h - p, 0) + 1, (1,), generator=g))
         x = int(torch.randint(max(w - p, 0) + 1, (1,), generator=g))
-        crop = torch.from_numpy(np.ascontiguousarray(img[y : y + p, x : x + p])).permute(2, 0, 1)
+        crop = torch.from_numpy(np.array(img[y : y + p, x : x + p])).permute(2, 0, 1)
         crop = crop.float().div_(255)
         if crop.shape[1] < p or crop.shape[2] < p:
             crop = pad_image(crop[None], p, p)[0]
         if bool(torch.randint(2, (1,), generator=g)):
             crop = crop.flip(-1)
         return crop
+
+
+class CropIndices(torch.utils.data.Sampler):
+    """Crop numbers for one rank: step k of rank r takes crops (k·world + r)·batch … + batch − 1.
+
+    Every rank sees different crops, and a resumed run continues the stream where it stopped.
+    """
+
+    def __init__(self, start_step: int, batch: int, rank: int, world: int):
+        self.start_step, self.batch, self.rank, self.world = start_step, batch, rank, world
+
+    def __iter__(self):
+        k = self.start_step
+        while True:
+            first = (k * self.world + self.rank) * self.batch
+            yield from range(first, first + self.batch)
+            k += 1
 
 
 def load_images(folder: Path) -> list[np.ndarray]:
@@ -143,6 +163,7 @@ def save_state(path: Path, model, opt, aux_opt, step: int, seconds: float, optio
     meta = {"step": str(step), "seconds": repr(seconds), "options": json.dumps(options)}
     _flatten_optimizer("opt", opt, tensors, meta)
     _flatten_optimizer("aux", aux_opt, tensors, meta)
+    tensors["rng.torch"] = torch.get_rng_state()  # the quantization noise continues exactly
     write_bytes_atomic(path, st_save(tensors, metadata=meta), force=True)
 
 
@@ -154,6 +175,8 @@ def load_state(path: Path, model, opt, aux_opt) -> tuple[int, float]:
     model.load_state_dict(weights)
     _unflatten_optimizer("opt", opt, tensors, meta)
     _unflatten_optimizer("aux", aux_opt, tensors, meta)
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
     return int(meta["step"]), float(meta["seconds"])
 
 
@@ -252,18 +275,16 @@ def train(opts: TrainOptions) -> dict:
     train_images = load_images(opts.data)
     val_images = load_images(opts.val) if opts.val else []
     total_steps = opts.steps
-    dataset = RandomCrops(train_images, patch, length=10**9)
+    dataset = RandomCrops(train_images, patch, length=10**9, seed=opts.seed)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch,
         shuffle=False,
-        sampler=range(step * batch * world + rank * batch, 10**9),  # fresh crops after resume
+        sampler=CropIndices(step, batch, rank, world),
         num_workers=opts.workers,
         persistent_workers=opts.workers > 0,
         generator=torch.Generator().manual_seed(opts.seed),
     )
-    if opts.workers == 0:
-        torch.manual_seed(opts.seed + step + rank)
 
     metrics_path = out / METRICS_FILE
     _truncate_metrics(metrics_path, step)
@@ -284,11 +305,11 @@ def train(opts: TrainOptions) -> dict:
     data_iter = iter(loader)
     while True:
         elapsed = time.monotonic() - t_start
-        progress = step / total_steps if total_steps else elapsed / (opts.minutes * 60)
+        progress = (step / total_steps if total_steps else 1.0) if total_steps is not None else elapsed / (opts.minutes * 60)
         flags = torch.tensor([float(progress >= 1.0), progress])
         if world > 1:
             dist.broadcast(flags, 0)
-        if flags[0] > 0:
+        if flags[0] > 0 or (opts.stop_after is not None and step >= opts.stop_after):
             break
         lr = base_lr * (recipe.decay if flags[1] >= recipe.decay_at else 1.0)
         for g in opt.param_groups:
@@ -355,7 +376,7 @@ def train(opts: TrainOptions) -> dict:
             last_ckpt = time.monotonic()
 
     seconds = time.monotonic() - t_start
-    summary = {"step": step, "seconds": seconds, "lambda": lmbda}
+    summary = {"step": step, "seconds": round(seconds, 2), "lambda": lmbda, "weights": weights_digest(model)}
     if rank == 0:
         save_state(out / STATE_FILE, model, opt, aux_opt, step, seconds, options_json)
         model.eval()
@@ -384,6 +405,21 @@ def train(opts: TrainOptions) -> dict:
     if world > 1:
         dist.barrier()
     return summary
+
+
+def weights_digest(model) -> str:
+    """sha256 over the parameters and buffers, less the coder's tables (derived by ``update()``):
+    equal digests mean bit-identical replicas."""
+    import hashlib
+
+    h = hashlib.sha256()
+    derived = ("_quantized_cdf", "_offset", "_cdf_length")
+    for name, t in sorted(model.state_dict().items()):
+        if name.endswith(derived):
+            continue
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def ship_checkpoint(path: Path, model: str, quality: int, meta: dict, extra: dict | None = None) -> str:

@@ -1,0 +1,188 @@
+"""The trainer on tiny data: loss falls, resume is exact, fine-tuning, shipping, DDP."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgcodec import store
+from imgcodec.errors import CodecError, ModelError
+from imgcodec.train import STATE_FILE, TrainOptions, load_state, train
+
+from conftest import ROOT, natural_image
+
+TINY = """
+description = "tiny test model"
+architecture = "factorized"
+norm = "gdn"
+N = 16
+M = 24
+lambdas = [0.01, 0.05]
+default_quality = 1
+[training]
+lr = 2e-3
+batch_size = 4
+patch = 32
+"""
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    """A private IMGCODEC_HOME (models/ + empty checkpoints/) so tests never touch the real one."""
+    h = tmp_path / "home"
+    (h / "models").mkdir(parents=True)
+    (h / "checkpoints").mkdir()
+    (h / "models" / "tiny.toml").write_text(TINY)
+    monkeypatch.setenv("IMGCODEC_HOME", str(h))
+    store.load_shipped.cache_clear()
+    yield h
+    store.load_shipped.cache_clear()
+
+
+@pytest.fixture()
+def images(tmp_path):
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(natural_image(48, 40 + 8 * i, seed=i)).save(d / f"{i}.png")
+    Image.fromarray(natural_image(20, 24, seed=9)).save(d / "sub" / "small.jpg")  # smaller than the patch
+    return d
+
+
+def rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def opts(home, images, run, **kw) -> TrainOptions:
+    base = dict(model="tiny", quality=1, data=images, out=run, steps=40, log_every=5, workers=0, progress=False)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_loss_falls_and_logs(home, images, tmp_path):
+    run = tmp_path / "run"
+    summary = train(opts(home, images, run, steps=60, val=images, val_every=30))
+    r = rows(run)
+    assert [int(x["step"]) for x in r] == list(range(5, 61, 5))
+    assert float(r[-1]["loss"]) < 0.7 * float(r[0]["loss"])
+    validated = [x for x in r if x["val_bpp"]]
+    assert [int(x["step"]) for x in validated] == [30, 60]
+    assert float(validated[-1]["val_bpp"]) > 0 and float(validated[-1]["val_psnr"]) > 5
+    assert summary["step"] == 60 and Path(summary["checkpoint"]).exists()
+    loaded = store.load_checkpoint_file(Path(summary["checkpoint"]))
+    assert loaded.meta["steps"] == 60 and loaded.meta["lambda"] == 0.01
+
+
+def test_resume_is_exact(home, images, tmp_path):
+    """An interrupted run resumed from its state ends bit-identical to an uninterrupted one."""
+    straight = train(opts(home, images, tmp_path / "a", steps=30))
+    run = tmp_path / "b"
+    train(opts(home, images, run, steps=30, checkpoint_seconds=0.0, stop_after=12))
+    assert load_step(run) == 12
+    resumed = train(opts(home, images, run, steps=30, resume=True))
+    assert resumed["step"] == 30
+    assert resumed["weights"] == straight["weights"]
+    assert [int(x["step"]) for x in rows(run)] == list(range(5, 31, 5))
+
+
+def load_step(run: Path) -> int:
+    from imgcodec.autoencoders import build_model
+    import torch
+
+    model = build_model(store.load_config("tiny"))
+    net = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    step, _ = load_state(run / STATE_FILE, model, torch.optim.Adam(net), torch.optim.Adam(aux))
+    return step
+
+
+def test_kill_9_then_resume(home, images, tmp_path):
+    """A real `imgcodec train` process killed with SIGKILL resumes from its last state."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "imgcodec.cli", "train", "--model", "tiny", "-q", "1", "--data", str(images),
+           "--out", str(run), "--steps", "100000", "--checkpoint-seconds", "0.5", "--workers", "0"]
+    env = dict(os.environ, IMGCODEC_HOME=str(home))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / STATE_FILE).exists() or time.monotonic() < deadline and load_step(run) < 20:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = load_step(run)  # the state file is whole (atomic write), never half-written
+    assert saved >= 20
+    summary = train(opts(home, images, run, steps=saved + 10, resume=True))
+    assert summary["step"] == saved + 10
+    steps = [int(x["step"]) for x in rows(run)]
+    assert steps == sorted(set(steps)) and max(steps) <= saved + 10  # no row twice, none from after the kill
+
+
+def test_init_fine_tunes_from_checkpoint(home, images, tmp_path):
+    base = train(opts(home, images, tmp_path / "base", steps=10))
+    zero = train(opts(home, images, tmp_path / "ft0", steps=0, init=Path(base["checkpoint"])))
+    assert zero["weights"] == base["weights"]  # no step taken: exactly the initial weights
+    tuned = train(opts(home, images, tmp_path / "ft", steps=5, quality=2, init=Path(base["checkpoint"])))
+    assert tuned["weights"] != base["weights"]
+    assert store.load_checkpoint_file(Path(tuned["checkpoint"])).meta["init"] == base["sha256"]
+
+
+def test_init_refuses_other_shape(home, images, tmp_path):
+    (home / "models" / "wide.toml").write_text(TINY.replace("N = 16", "N = 32"))
+    base = train(opts(home, images, tmp_path / "base", steps=1))
+    with pytest.raises(ModelError, match="another shape"):
+        train(opts(home, images, tmp_path / "x", model="wide", steps=1, init=Path(base["checkpoint"])))
+
+
+def test_ship_writes_checkpoint_and_manifest(home, images, tmp_path):
+    import imgcodec
+
+    summary = train(opts(home, images, tmp_path / "run", steps=5, quality=2, ship=True))
+    entry = store.manifest_entry("tiny", 2)
+    assert entry["file"] == "tiny-q2.safetensors" and entry["steps"] == 5 and entry["lambda"] == 0.05
+    assert entry["sha256"] == store.sha256_file(home / "checkpoints" / entry["file"]) == summary["sha256"]
+    data = imgcodec.encode(Image.fromarray(natural_image(20, 20)), model="tiny", quality=2)
+    assert imgcodec.decode(data).size == (20, 20)
+
+
+def test_ms_ssim_metric(home, images, tmp_path):
+    summary = train(opts(home, images, tmp_path / "run", steps=2, metric="ms-ssim", patch=176, batch_size=1))
+    assert summary["step"] == 2
+    with pytest.raises(CodecError, match="ms-ssim needs --patch above 160"):
+        train(opts(home, images, tmp_path / "run2", steps=2, metric="ms-ssim"))
+
+
+def test_bad_options(home, images, tmp_path):
+    with pytest.raises(CodecError, match="--steps or --minutes"):
+        train(opts(home, images, tmp_path / "r", steps=None))
+    with pytest.raises(CodecError, match="multiple of 16"):
+        train(opts(home, images, tmp_path / "r", patch=40))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CodecError, match="no images found"):
+        train(opts(home, empty, tmp_path / "r"))
+
+
+def test_ddp_two_gloo_processes_hold_identical_weights(home, images, tmp_path):
+    """`imgcodec train` under torchrun with two CPU (gloo) processes: replicas stay identical."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731",
+           "-m", "imgcodec.cli", "train", "--model", "tiny", "-q", "1", "--data", str(images),
+           "--out", str(tmp_path / "ddp"), "--steps", "8", "--workers", "0", "--batch-size", "2"]
+    env = dict(os.environ, IMGCODEC_HOME=str(home), OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    digests = [tok.split("=", 1)[1] for tok in r.stdout.split() if tok.startswith("weights=")]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    # and they moved: not the initial weights
+    zero = train(opts(home, images, tmp_path / "zero", steps=0))
+    assert digests[0] != zero["weights"]
