@@ -164,6 +164,7 @@ def models():
 @click.option("--val-every", type=int, default=1000, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, help="Torch threads (default: all cores).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--ship", is_flag=True, help="Copy the final weights into checkpoints/ and the manifest.")
 def train(**kw):
@@ -180,7 +181,194 @@ def train(**kw):
 
 # --- evaluation commands (issue 5) ---
 
+
+def _comma_list(values: tuple[str, ...]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@cli.command("eval")
+@click.option("--model", help="Evaluate the shipped weights of this model (see `imgcodec models`).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="Evaluate this checkpoint file instead (e.g. a run's final.safetensors).")
+@click.option("-q", "--quality", "qualities", multiple=True,
+              help="Quality K (repeat, or K,L,…), or 'all' (default: every shipped quality).")
+@click.option("--data", required=True, type=click.Path(), help="Folder of images (recursive), e.g. Kodak.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Results file (.json).")
+@click.option("--limit", type=int, help="Only the first N images (sorted by name).")
+@click.option("--name", help="Curve name in the results (default: the model's).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing results file.")
+def eval_command(model, checkpoint, qualities, data, output, limit, name, device, force):
+    """Measure a learned model on real bitstreams: bpp, PSNR, MS-SSIM, times per image and quality."""
+    from .atomic import check_writable
+    from .evaluate import evaluate_model, format_summary, parse_qualities
+
+    check_writable(Path(output), force)
+    res = evaluate_model(Path(data), model=model, qualities=parse_qualities(qualities),
+                         checkpoint=Path(checkpoint) if checkpoint else None,
+                         device=_check_device(device), limit=limit, name=name)
+    res.save(Path(output), force=force)
+    click.echo(format_summary(res))
+
+
+@cli.command()
+@click.option("--codec", required=True, help="jpeg, jpeg444, webp, avif, jpeg2000 or jpegxl.")
+@click.option("-q", "--quality", "--qualities", "qualities", multiple=True,
+              help="Rate points (repeat, or 10,20,…; default: the codec's list, see docs/evaluation.md).")
+@click.option("--data", required=True, type=click.Path(), help="Folder of images (recursive).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Results file (.json).")
+@click.option("--limit", type=int, help="Only the first N images (sorted by name).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing results file.")
+def baseline(codec, qualities, data, output, limit, force):
+    """Measure a classical codec through Pillow, in the same results schema as `eval`."""
+    from . import baselines
+    from .atomic import check_writable
+    from .evaluate import format_summary
+
+    baselines.get(codec).check_available()
+    check_writable(Path(output), force)
+    res = baselines.evaluate_baseline(codec, Path(data), baselines.parse_qualities(qualities), limit=limit)
+    res.save(Path(output), force=force)
+    click.echo(format_summary(res))
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--anchors", multiple=True, help="File of published curves (drawn dashed); repeatable.")
+@click.option("--metric", type=click.Choice(["psnr", "ms-ssim"]), default="psnr", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--title", help="Figure title.")
+@click.option("--xmax", type=float, help="Right end of the rate axis (bpp).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing PNG.")
+def plot(files, anchors, metric, output, title, xmax, force):
+    """Draw rate–distortion curves of results files (and published anchors) to a PNG."""
+    from .plot import plot as draw
+    from .results import load_all
+
+    draw(load_all([*files, *anchors]), Path(output), metric=metric, title=title, xmax=xmax, force=force)
+    click.echo(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--anchor", default="jpeg", show_default=True, help="Name of the curve to compare against.")
+@click.option("--anchors", multiple=True, help="File of published curves to include; repeatable.")
+@click.option("--metric", type=click.Choice(["psnr", "ms-ssim"]), default="psnr", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the table to this file.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+def compare(files, anchor, anchors, metric, output, force):
+    """Bjøntegaard BD-rate and BD-PSNR of every curve against one, as a Markdown table."""
+    from . import bdrate
+    from .atomic import check_writable, write_bytes_atomic
+    from .results import dataset_note, find_curve, load_all
+
+    if output:
+        check_writable(Path(output), force)
+    curves = load_all([*files, *anchors])
+    ref = find_curve(curves, anchor)
+    text = bdrate.markdown_table(bdrate.compare(curves, ref, metric), ref.name, metric)
+    note = dataset_note(curves)
+    text += f"\n\n{note}" if note else ""
+    if output:
+        write_bytes_atomic(Path(output), (text + "\n").encode("utf-8"), force=force)
+    click.echo(text)
+
+
+@cli.group("data")
+def data_group():
+    """Download evaluation data sets."""
+
+
+@data_group.command("kodak")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--url", help="Base URL of the images (default: the r0k.us Kodak page).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request.")
+@click.option("-f", "--force", is_flag=True, help="Replace files that are not the expected images.")
+def data_kodak(dest, url, timeout, force):
+    """Download the 24 Kodak images into DEST and verify their sha256."""
+    from . import datasets
+
+    rep = datasets.download_kodak(Path(dest), base_url=url or datasets.KODAK_URL, force=force, timeout=timeout)
+    click.echo(f"{dest}: {len(rep.downloaded)} downloaded, {len(rep.present)} already present, all verified")
+
+
+@cli.command()
+@click.option("--data", required=True, type=click.Path(), help="Kodak folder (see `imgcodec data kodak`).")
+@click.option("--limit", type=int, help="Only the first N images (a quick trial; needs --results-dir and --docs-dir).")
+@click.option("--model", "models", multiple=True, help="Models to report (default: every shipped one).")
+@click.option("--codec", "codecs", multiple=True, help="Baselines (default: jpeg, webp, avif).")
+@click.option("--anchor", default="jpeg", show_default=True, help="Curve the BD-rates are taken against.")
+@click.option("--anchors", type=click.Path(dir_okay=False), help="Published curves (default: results/anchors/kodak.json for Kodak).")
+@click.option("--results-dir", type=click.Path(file_okay=False), help="Default: results/<data folder name>.")
+@click.option("--docs-dir", type=click.Path(file_okay=False), help="Default: docs.")
+@click.option("--readme", help="README whose results block to rewrite (default: README.md; 'none': skip).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+def report(**kw):
+    """Evaluate shipped models and baselines, draw the R-D plot, write docs/results.md and the README block."""
+    from . import report as rp
+
+    kw["device"] = _check_device(kw["device"])
+    for line in rp.run(**kw):
+        click.echo(line)
+
+
 # --- normalization ablation (issue 6) ---
+
+@cli.command()
+@click.option("--data", type=click.Path(exists=True, file_okay=False),
+              help="Training images (recursive), the same for every run.  [required]")
+@click.option("--eval", "eval_dir", type=click.Path(exists=True, file_okay=False),
+              help="Evaluation images, e.g. Kodak (never trained on).  [required]")
+@click.option("--out", default="results/ablation", show_default=True, type=click.Path(file_okay=False),
+              help="Results folder: points/, one JSON per curve, summary.md/.json, rd.png.")
+@click.option("--work", type=click.Path(file_okay=False), help="Training folders (default: OUT/runs).")
+@click.option("--steps", type=int, help="Step budget of every run.")
+@click.option("--minutes", type=float, help="Wall-clock budget of every run instead of --steps.")
+@click.option("--N", "N", type=int, help="Width N of every variant (default: the configs', 64).")
+@click.option("--M", "M", type=int, help="Latent width M of every variant (default: the configs', 96).")
+@click.option("--norms", multiple=True, help="Norms of the main axis (default: every registered norm).")
+@click.option("-q", "--qualities", multiple=True, help="Quality levels whose λ are trained (default: 2,4,6).")
+@click.option("--batch-size", type=int, help="Batch size of the main axis (default: the recipe's).")
+@click.option("--batch-sizes", multiple=True, help="Second axis: batch sizes (default: 2,8; 'none' skips the axis).")
+@click.option("--batch-norms", multiple=True, help="Second axis: norms (default: bn,rbn,mabn,gn,frn,gdn).")
+@click.option("--batch-qualities", multiple=True, help="Second axis: quality levels (default: 4).")
+@click.option("--patch", type=int, help="Crop size (default: the recipe's).")
+@click.option("--lr", type=float, help="Learning rate (default: the recipe's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Data-loader processes per run.")
+@click.option("--eval-limit", type=int, help="Evaluate on the first N images only (a trial).")
+@click.option("--only", multiple=True, help="Only these runs (NORM-qQ-bB) or norms: one shard of the study.")
+@click.option("--report-only", is_flag=True, help="Only rebuild curves, tables and plot from the evaluated runs.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+def ablation(**kw):
+    """Normalization ablation: train every norm under one budget, evaluate, BD-rate against gdn (resumable)."""
+    from . import ablation as ab
+
+    lists = {k: _comma_list(kw.pop(k)) for k in ("norms", "qualities", "batch_sizes", "batch_norms", "batch_qualities", "only")}
+    if kw.pop("report_only"):
+        ab.report(Path(kw["out"]), log=click.echo)
+        return
+    if not kw["data"] or not kw["eval_dir"]:
+        raise click.UsageError("give --data (training images) and --eval (evaluation images)")
+    ints = {}
+    for key in ("qualities", "batch_sizes", "batch_qualities"):
+        if lists[key] and lists[key] != ["none"]:
+            try:
+                ints[key] = tuple(int(v) for v in lists[key])
+            except ValueError:
+                raise click.BadParameter(f"whole numbers expected, not {', '.join(lists[key])}", param_hint=key) from None
+    if lists["batch_sizes"] == ["none"]:
+        ints["batch_sizes"], lists["batch_norms"] = (), ["none"]
+    work = kw.pop("work")
+    opts = ab.StudyOptions(
+        data=Path(kw.pop("data")), eval=Path(kw.pop("eval_dir")), out=Path(kw.pop("out")),
+        work=Path(work) if work else None, device=_check_device(kw.pop("device")),
+        norms=lists["norms"] or None, only=tuple(lists["only"]), **ints, **kw,
+    )
+    if lists["batch_norms"]:
+        opts.batch_norms = () if lists["batch_norms"] == ["none"] else tuple(lists["batch_norms"])
+    ab.run_study(opts, log=click.echo)
+
 
 # --- benchmarks (issue 8) ---
 

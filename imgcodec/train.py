@@ -62,6 +62,7 @@ class TrainOptions:
     device: str = "cpu"
     ship: bool = False
     progress: bool = True
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
     stop_after: int | None = None  # end this process early at that step (the schedule keeps `steps`)
 
 
@@ -235,6 +236,10 @@ def train(opts: TrainOptions) -> dict:
         raise CodecError(f"--patch must be a multiple of 16, not {patch}")
 
     device = torch.device(opts.device if opts.device != "cuda" else f"cuda:{rank % max(torch.cuda.device_count(), 1)}")
+    if opts.threads:
+        # One thread per process is fastest when the cores are shared: OpenMP's barriers stall
+        # whenever one of its threads is descheduled.
+        torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     random.seed(opts.seed)
     out = Path(opts.out)
