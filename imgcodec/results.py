@@ -110,7 +110,8 @@ class Results:
         write_bytes_atomic(Path(path), self.to_json().encode("utf-8"), force=force)
 
     def curve(self, source: str = "") -> "Curve":
-        return Curve(self.name, dict(self.results), published=False, source=source, dataset=self.dataset)
+        points = _metrics(source or self.name, "'results'", self.results)
+        return Curve(self.name, points, published=False, source=source, dataset=self.dataset)
 
 
 def _finite(obj):
@@ -189,8 +190,9 @@ def _metrics(path, where: str, data: dict) -> dict:
         values = _series(path, where, data, key, len(bpp))
         if values is not None:
             out[key] = values
-    if "ms-ssim-rgb" in out and "ms-ssim-rgb-db" not in out:
-        out["ms-ssim-rgb-db"] = [ms_ssim_to_db(v) for v in out["ms-ssim-rgb"]]
+    if "ms-ssim-rgb" in out:  # the dB scale follows from MS-SSIM where a file leaves it out
+        db = out.get("ms-ssim-rgb-db") or [None] * len(bpp)
+        out["ms-ssim-rgb-db"] = [ms_ssim_to_db(m) if d is None else d for m, d in zip(out["ms-ssim-rgb"], db)]
     return out
 
 
@@ -295,3 +297,15 @@ def find_curve(curves: list[Curve], name: str) -> Curve:
         if len(hits) > 1:
             raise ResultsError(f"{name!r} names several curves: {', '.join(c.name for c in hits)}")
     raise ResultsError(f"no curve called {name!r} (curves: {', '.join(c.name for c in curves)})")
+
+
+def dataset_note(curves: list[Curve]) -> str | None:
+    """A warning where measured curves come from different image sets (their deltas mislead)."""
+    sets: dict[str, list[str]] = {}
+    for c in curves:
+        if not c.published and c.dataset.get("sha256"):
+            sets.setdefault(c.dataset["sha256"], []).append(c.name)
+    if len(sets) < 2:
+        return None
+    groups = "; ".join(", ".join(names) for names in sets.values())
+    return f"Note: these curves were measured on different image sets ({groups})."

@@ -1,0 +1,69 @@
+"""`imgcodec report` on a reduced set: every output written, the README block replaced, baselines
+reused when nothing changed, and the guard against overwriting the real report with a partial one."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT, natural_image
+from imgcodec import InputError
+from imgcodec import report as rp
+from imgcodec.results import load
+
+README = f"""# Project
+
+Intro.
+
+## Results
+
+{rp.README_BEGIN}
+old table
+{rp.README_END}
+
+## After
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data") / "kodak"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(natural_image(40, 48, seed=i)).save(d / f"kodim{i + 1:02d}.png")
+    return d
+
+
+def test_report_on_a_reduced_set(data, tmp_path):
+    from imgcodec import store
+
+    if not store.read_manifest():
+        pytest.skip("no shipped weights")
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    kw = dict(data=str(data), limit=2, codecs=("jpeg", "webp"), results_dir=str(results), docs_dir=str(docs),
+              readme=str(readme), anchors=str(ROOT / "results" / "anchors" / "kodak.json"))
+    lines = rp.run(**kw)
+    assert f"wrote {results / 'jpeg.json'}" in lines and f"wrote {docs / 'kodak-rd.png'}" in lines
+    assert (docs / "kodak-rd.png").read_bytes()[:4] == b"\x89PNG"
+    md = (docs / "results.md").read_text()
+    assert "| curve | points | BD-rate vs jpeg |" in md and "![rate–distortion](kodak-rd.png)" in md
+    assert "imgcodec report --data KODAK_DIR --limit 2 --codec jpeg --codec webp" in md
+    for name in {e["model"] for e in store.read_manifest()}:
+        res = load(results / f"{name}.json")
+        assert res.kind == "learned" and res.dataset["images"] == 2
+    text = readme.read_text()
+    assert "old table" not in text and "## After" in text and text.startswith("# Project")
+    assert "![rate–distortion on kodak](docs/kodak-rd.png)" in text and "BD-rate vs jpeg" in text
+    # A second run measures the baselines again only if something changed: here nothing did.
+    lines = rp.run(**kw)
+    assert f"reused {results / 'jpeg.json'} (same images and settings)" in lines
+    assert rp.run(**kw) and readme.read_text().count(rp.README_END) == 1
+
+
+def test_partial_report_needs_explicit_folders(data):
+    with pytest.raises(InputError, match="--limit makes a partial report"):
+        rp.run(data=str(data), limit=1)
+    with pytest.raises(InputError, match="not a folder"):
+        rp.run(data=str(data / "nope"))
