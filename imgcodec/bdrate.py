@@ -99,14 +99,20 @@ def point_delta(anchor_rate, anchor_dist, rate: float, dist: float) -> tuple[flo
 def compare(curves, anchor, metric: str = "psnr") -> list[dict]:
     """BD-rate and BD-quality of every curve against ``anchor`` (``results.Curve`` objects).
 
-    Rows carry ``bd_rate``/``bd_dist`` (None where the curves do not overlap) and ``note``."""
+    Rows carry ``bd_rate``/``bd_dist`` (None where the curves do not overlap) and ``note``.  A curve
+    with no values of ``metric`` (published anchors have no MS-SSIM) is listed as such; a curve of one
+    point is an error."""
     ax, ay = anchor.xy(metric)
     _curve(ay, ax, f"{anchor.name}")  # the anchor itself must be a usable curve
     rows = []
     for c in curves:
         x, y = c.xy(metric)
+        row = {"name": c.name, "published": c.published, "points": len(x), "bd_rate": None, "bd_dist": None,
+               "note": "", "missing": not x}
+        if not x:
+            rows.append(row)
+            continue
         _curve(y, x, c.name)
-        row = {"name": c.name, "published": c.published, "points": len(x), "bd_rate": None, "bd_dist": None, "note": ""}
         notes = []
         try:
             row["bd_rate"] = bd_rate(ax, ay, x, y)
@@ -128,13 +134,17 @@ def markdown_table(rows: list[dict], anchor_name: str, metric: str = "psnr") -> 
         "|---|---:|---:|---:|",
     ]
 
-    def cell(v, spec, unit=""):
-        return "no overlap" if v is None else f"{v:{spec}}{unit}"
+    def cell(r, key, spec, unit=""):
+        v = r[key]
+        return ("–" if r.get("missing") else "no overlap") if v is None else f"{v:{spec}}{unit}"
 
     for r in rows:
         name = r["name"] + (" (published)" if r["published"] else "")
-        lines.append(f"| {name} | {r['points']} | {cell(r['bd_rate'], '+.1f', ' %')} | {cell(r['bd_dist'], '+.2f')} |")
+        lines.append(f"| {name} | {r['points']} | {cell(r, 'bd_rate', '+.1f', ' %')} | {cell(r, 'bd_dist', '+.2f')} |")
     notes = [f"- {r['name']}: {r['note']} with {anchor_name}; its delta is undefined." for r in rows if r["note"]]
     if notes:
         lines += ["", "Curves that do not overlap the anchor:", *notes]
+    missing = [r["name"] for r in rows if r.get("missing")]
+    if missing:
+        lines += ["", f"Without {metric} values (–): {', '.join(missing)}."]
     return "\n".join(lines)

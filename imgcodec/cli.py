@@ -303,6 +303,7 @@ def data_kodak(dest, url, timeout, force):
 @click.option("--docs-dir", type=click.Path(file_okay=False), help="Default: docs.")
 @click.option("--readme", help="README whose results block to rewrite (default: README.md; 'none': skip).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--remeasure", is_flag=True, help="Measure the baselines again even if their files are current.")
 def report(**kw):
     """Evaluate shipped models and baselines, draw the R-D plot, write docs/results.md and the README block."""
     from . import report as rp

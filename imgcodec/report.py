@@ -66,6 +66,7 @@ def build(
     device: str = "cpu",
     command: str = "",
     progress: bool | None = None,
+    remeasure: bool = False,
 ) -> Report:
     from . import baselines as bl
     from . import bdrate, plot, store
@@ -82,7 +83,8 @@ def build(
     reused = []
     for name in baselines:
         base = bl.get(name)
-        old = _reusable(Path(results_dir) / f"{base.name}.json", dataset, base.settings(), list(base.qualities))
+        old = None if remeasure else _reusable(
+            Path(results_dir) / f"{base.name}.json", dataset, base.settings(), list(base.qualities))
         if old is not None:
             measured[base.name] = old
             reused.append(base.name)
@@ -249,6 +251,7 @@ def run(
     docs_dir: str | None = None,
     readme: str | None = None,
     device: str = "cpu",
+    remeasure: bool = False,
 ) -> list[str]:
     """``imgcodec report``: resolve the default paths, build the report, write it; lines to print."""
     from .errors import InputError
@@ -281,7 +284,7 @@ def run(
     rep = build(
         data_path, results_dir, docs_dir,
         models=list(models) or None, baselines=list(codecs) or DEFAULT_BASELINES,
-        anchors=anchors_path, anchor=anchor, limit=limit, device=device, command=command,
+        anchors=anchors_path, anchor=anchor, limit=limit, device=device, command=command, remeasure=remeasure,
     )
     written = write(rep, results_dir, docs_dir, readme_path)
     lines = [f"wrote {w}" for w in written]

@@ -97,3 +97,12 @@ def test_point_delta():
     assert d_rate == pytest.approx(-25.0)
     assert d_dist == pytest.approx(35.0 - (30 + 10 * np.log(1.5) / np.log(4)))
     assert point_delta([1, 4], [30, 40], 8.0, 45.0) == (None, None)  # outside the anchor's range
+
+
+def test_compare_lists_curves_without_the_metric():
+    anchor = Curve("jpeg", {"bpp": RATE, "psnr-rgb": PSNR, "ms-ssim-rgb-db": [10 + p / 4 for p in PSNR]}, False)
+    published = curve("paper", RATE, PSNR, published=True)  # no MS-SSIM values
+    rows = compare([anchor, published], anchor, "ms-ssim")
+    assert rows[1]["missing"] and rows[1]["bd_rate"] is None
+    text = markdown_table(rows, "jpeg", "ms-ssim")
+    assert "| paper (published) | 0 | – | – |" in text and "Without ms-ssim values (–): paper." in text

@@ -153,3 +153,10 @@ def test_names_and_lookup(tmp_path):
 def test_summarize_matches_results_field():
     res = sample_results()
     assert summarize(res.images) == res.results
+
+
+def test_shipped_anchors_are_the_shared_ones(shared_dir):
+    shared = shared_dir / "anchors" / "kodak.json"
+    if not shared.is_file():
+        pytest.skip(f"needs {shared}")
+    assert json.loads(ANCHORS.read_text()) == json.loads(shared.read_text())
