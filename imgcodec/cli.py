@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -376,6 +377,9 @@ def ablation(**kw):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every expected failure into one line and an exit code."""
+    # compressai 1.2 scripts a helper with the deprecated torch.jit API; its FutureWarning would
+    # break the one-line error rule on stderr.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
     try:
         cli.main(args=argv, prog_name="imgcodec", standalone_mode=False)
     except click.exceptions.Abort:
