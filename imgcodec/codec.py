@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import bitstream, store
+from . import bitstream, rans, store, tiling
 from .errors import BitstreamError, CodecError, ModelError
 from .imageio import CanonicalImage, read_image, to_pil
 
@@ -54,17 +54,18 @@ def tensor_to_array(x: torch.Tensor) -> np.ndarray:
 @torch.inference_mode()
 def compress_rgb(model, rgb: np.ndarray, device: str = "cpu") -> bytes:
     """The latent payload of an (H, W, 3) uint8 image."""
-    h, w, _ = rgb.shape
-    x = pad_image(array_to_tensor(rgb, device), *_padded_size(h, w, model.stride))
-    return model.compress(x)["strings"][0][0]
+    y = tiling.analysis(model, rgb, device)  # in overlapping tiles above a size: see tiling.py
+    # compressai's rANS encoder loops forever on a value of 2**27 or more (or NaN): refuse it.
+    if not bool(torch.isfinite(y).all()) or float(y.abs().max()) >= rans.MAX_LATENT:
+        raise ModelError("the model produced latents out of range (NaN or huge): broken weights?")
+    return model.entropy_bottleneck.compress(y)[0]
 
 
 @torch.inference_mode()
 def decompress_rgb(model, payload: bytes, height: int, width: int, device: str = "cpu") -> np.ndarray:
     ph, pw = _padded_size(height, width, model.stride)
-    shape = (ph // model.stride, pw // model.stride)
-    x_hat = model.decompress([[payload]], shape)["x_hat"]
-    return tensor_to_array(x_hat[..., :height, :width])
+    y_hat = rans.decode_latent(model.entropy_bottleneck, payload, (ph // model.stride, pw // model.stride))
+    return tiling.synthesis(model, y_hat, height, width, device)
 
 
 def code_array(model, rgb: np.ndarray, device: str = "cpu") -> tuple[int, np.ndarray]:
