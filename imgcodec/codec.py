@@ -105,27 +105,38 @@ def encode(image, quality: int | None = None, model: str | None = None, device: 
     return encode_canonical(read_image(image), loaded, device)
 
 
-def _model_for(header: bitstream.Header) -> store.LoadedModel:
-    try:
-        loaded = store.load_shipped(header.model, header.quality)
-    except ModelError as exc:
-        raise ModelError(
-            f"this file needs model {header.model!r} quality {header.quality} "
-            f"(weights {header.weights.hex()}): {exc}"
-        ) from None
-    if bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES] != header.weights:
+def _model_for(header: bitstream.Header, loaded: store.LoadedModel | None = None) -> store.LoadedModel:
+    """The weights a file needs: the shipped ones it names, or ``loaded`` if it is those weights."""
+    if loaded is None:
+        try:
+            loaded = store.load_shipped(header.model, header.quality)
+        except ModelError as exc:
+            raise ModelError(
+                f"this file needs model {header.model!r} quality {header.quality} "
+                f"(weights {header.weights.hex()}): {exc}"
+            ) from None
+    if loaded.config.name != header.model or bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES] != header.weights:
         raise ModelError(
             f"this file was made with other weights of {header.model!r} quality {header.quality} "
-            f"(weights {header.weights.hex()}, installed {loaded.sha256[:16]})"
+            f"(weights {header.weights.hex()}, installed {loaded.config.name} {loaded.sha256[:16]})"
         )
     return loaded
 
 
-def decode(data: bytes, device: str = "cpu", max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode the bytes of an imgcodec file to a ``PIL.Image`` of the original size and mode."""
+def decode(
+    data: bytes,
+    device: str = "cpu",
+    max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS,
+    loaded: store.LoadedModel | None = None,
+) -> Image.Image:
+    """Decode the bytes of an imgcodec file to a ``PIL.Image`` of the original size and mode.
+
+    ``loaded``: decode with these weights (e.g. a fresh training result not in the manifest);
+    the file must name exactly them.
+    """
     stream = bitstream.unpack(data, max_pixels=max_pixels)
     h = stream.header
-    loaded = _model_for(h)
+    loaded = _model_for(h, loaded)
     try:
         rgb = decompress_rgb(loaded.model.to(device), stream.parts[0], h.height, h.width, device)
     except CodecError:

@@ -225,24 +225,6 @@ def _label_quality(loaded, quality: int | None) -> int:
     return min(range(len(lambdas)), key=lambda i: abs(math.log(lambdas[i] / float(lmbda)))) + 1
 
 
-def _checkpoint_decoder(loaded, device: str) -> Decoder:
-    """Decode the bytes with the checkpoint's own weights (``codec.decode`` looks weights up in the
-    manifest, which a fresh checkpoint is not in); the same steps: unpack, check, decompress."""
-    from . import bitstream
-    from .codec import decompress_rgb
-
-    prefix = bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES]
-
-    def decode(data: bytes) -> np.ndarray:
-        stream = bitstream.unpack(data)
-        h = stream.header
-        if h.weights != prefix or h.model != loaded.config.name:
-            raise ModelError("the bitstream names other weights than the checkpoint evaluated")
-        return decompress_rgb(loaded.model.to(device), stream.parts[0], h.height, h.width, device)
-
-    return decode
-
-
 def evaluate_model(
     data: Path,
     model: str | None = None,
@@ -275,22 +257,22 @@ def evaluate_model(
 
     import torch
 
-    from . import codec
+    from . import bitstream, codec
     from .imageio import CanonicalImage
 
     if checkpoint is not None:
         loaded = store.load_checkpoint_file(Path(checkpoint))
         loaded = replace(loaded, quality=_label_quality(loaded, qualities[0] if qualities else None))
         models = {loaded.quality: loaded}
-        decode = _checkpoint_decoder(loaded, device)
         source = {"checkpoint": str(checkpoint)}
     else:
         models = {q: store.load_shipped(model, q) for q in qualities}
-
-        def decode(data: bytes) -> np.ndarray:
-            return np.asarray(codec.decode(data, device=device).convert("RGB"))
-
         source = {"manifest": "checkpoints/manifest.json"}
+
+    def decode(data: bytes) -> np.ndarray:
+        # The real decoder; a checkpoint outside the manifest is handed to it explicitly.
+        own = models.get(bitstream.unpack(data, max_pixels=None).header.quality) if checkpoint is not None else None
+        return np.asarray(codec.decode(data, device=device, loaded=own).convert("RGB"))
 
     def encode(rgb: np.ndarray, q) -> bytes:
         return codec.encode_canonical(CanonicalImage(rgb, None, False), models[q], device)
