@@ -12,7 +12,7 @@ SHARED=${SHARED:-../shared}
 RUNS=${RUNS:-runs}
 BASE_Q=${BASE_Q:-5}
 BASE_MIN=${BASE_MIN:-70}
-FT_MIN=${FT_MIN:-12}
+FT_MIN=${FT_MIN:-15}
 THREADS=${THREADS:-1}
 PARALLEL=${PARALLEL:-2}       # fine-tunes side by side (one per core)
 FT_QUALITIES=${FT_QUALITIES:-"1 2 3 4 6"}
@@ -22,7 +22,7 @@ mkdir -p "$RUNS/split/train" "$RUNS/split/val"
 for f in "$SHARED"/data/train/0{01..36}.png; do ln -sf "$(realpath "$f")" "$RUNS/split/train/"; done
 for f in "$SHARED"/data/train/0{37..40}.png; do ln -sf "$(realpath "$f")" "$RUNS/split/val/"; done
 
-common=(--model factorized-gdn --data "$RUNS/split/train" --val "$RUNS/split/val" --threads "$THREADS" --resume --ship)
+common=(--model factorized-gdn --data "$RUNS/split/train" --val "$RUNS/split/val" --val-every 1000 --threads "$THREADS" --resume --ship)
 init_base=()
 if [[ "${INIT_FROM_SHIPPED:-0}" == 1 ]]; then init_base=(--init "checkpoints/factorized-gdn-q$BASE_Q.safetensors"); fi
 
