@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import select
 import struct
 import subprocess
@@ -81,14 +82,15 @@ class Layout:
     def of(cls, data: bytes) -> "Layout":
         n = data[5]
         q = 6 + n + 8
-        nparts = data[q + 10]
-        lengths = struct.unpack_from(f">{nparts}I", data, q + 11)
-        pos = q + 11 + 4 * nparts
+        w = q + (1 if data[4] == 1 else 2)  # version 2 holds the quality in hundredths, 2 bytes
+        nparts = data[w + 9]
+        lengths = struct.unpack_from(f">{nparts}I", data, w + 10)
+        pos = w + 10 + 4 * nparts
         parts = []
         for length in lengths:
             parts.append((pos, length))
             pos += length
-        return cls(5, q, q + 1, q + 5, q + 9, q + 10, q + 11, q + 11 + 4 * nparts, parts)
+        return cls(5, q, w, w + 4, w + 8, w + 9, w + 10, w + 10 + 4 * nparts, parts)
 
 
 def repack(data: bytes, parts: list[bytes]) -> bytes:
@@ -271,12 +273,18 @@ def make_seeds() -> tuple[list[bytes], list[bytes]]:
     """(valid seed files, foreign files) — see the module docstring."""
     import torch
 
-    from . import bitstream, codec
+    from . import bitstream, codec, store
     from .autoencoders import build_model
     from .imageio import canonicalize
 
     loaded = codec._resolve(None, None)
-    seeds = [codec.encode_canonical(canonicalize(img), loaded) for img in _seed_images()]
+    images = _seed_images()
+    seeds = [codec.encode_canonical(canonicalize(img), loaded) for img in images]
+    # One file of every other shipped (model, quality): other architectures, format versions.
+    for entry in store.read_manifest():
+        if (entry["model"], entry["quality"]) != (loaded.config.name, loaded.quality):
+            other_loaded = store.load_shipped(entry["model"], entry["quality"])
+            seeds.append(codec.encode_canonical(canonicalize(images[2 if len(seeds) % 2 else 0]), other_loaded))
     torch.manual_seed(1234)
     other = build_model(loaded.config).eval()
     other.update(force=True)
@@ -319,7 +327,7 @@ def check(data: bytes, max_pixels) -> dict:
         img = imgcodec.decode(data, max_pixels=max_pixels)
     except imgcodec.CodecError as exc:
         msg = str(exc)
-        result = {"outcome": type(exc).__name__, "message": msg[:200]}
+        result = {"outcome": type(exc).__name__, "reason": re.sub(r"\d+|'[^']*'", "#", msg.split(" (")[0])[:70]}
         if not msg.strip():
             result = {"outcome": "finding", "why": f"{type(exc).__name__} without a message"}
     except BaseException as exc:  # noqa: BLE001 - everything else is what we are looking for
@@ -423,6 +431,7 @@ class Report:
     seed: int
     inputs: int = 0
     outcomes: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
     by_mutation: dict = field(default_factory=dict)
     findings: list = field(default_factory=list)
     max_cpu: float = 0.0
@@ -434,6 +443,7 @@ class Report:
         return {
             "seed": self.seed, "inputs": self.inputs, "outcomes": dict(self.outcomes),
             "by_mutation": {k: dict(v) for k, v in sorted(self.by_mutation.items())},
+            "reasons": dict(self.reasons.most_common()),
             "findings": self.findings, "max_cpu_s_per_input": round(self.max_cpu, 4),
             "max_wall_s_per_input": round(self.max_wall, 4), "worker_peak_rss_mib": self.max_rss >> 20,
             "seconds": round(self.seconds, 1),
@@ -457,6 +467,8 @@ def campaign(n: int, seed: int = 0, cpu_limit: float = DEFAULT_CPU_LIMIT, wall_l
                 r = {"outcome": "finding", "why": f"slow: {r['cpu']:.1f} s of CPU", **r}
             report.inputs += 1
             report.outcomes[r["outcome"]] += 1
+            if "reason" in r:
+                report.reasons[f'{r["outcome"]}: {r["reason"]}'] += 1
             report.by_mutation.setdefault(kind, Counter())[r["outcome"]] += 1
             report.max_cpu = max(report.max_cpu, r.get("cpu", 0.0))
             report.max_wall = max(report.max_wall, r.get("wall", 0.0))

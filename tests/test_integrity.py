@@ -88,3 +88,19 @@ def test_damaged_payload_with_a_recomputed_crc_is_still_refused(small_files):
     for bit in range(8 * pos, 8 * (pos + n)):
         with pytest.raises(BitstreamError, match="corrupt payload"):
             imgcodec.decode(reseal(_flip(data, bit)))
+
+
+def test_format_doc_quotes_the_parser_constants():
+    """docs/bitstream.md states the limits the parser enforces."""
+    from conftest import ROOT
+
+    doc = (ROOT / "docs" / "bitstream.md").read_text(encoding="utf-8")
+    assert f"{bitstream.DEFAULT_MAX_PIXELS:,}" in doc
+    assert f"1 … {bitstream.MAX_SIDE}" in doc
+    assert f"1 … {bitstream.MAX_MODEL_ID}" in doc
+    assert f"first {bitstream.HASH_PREFIX_BYTES} bytes of the sha256" in doc
+    assert f"magic `{' '.join(f'{b:02X}' for b in bitstream.MAGIC)}`" in doc
+    for version in getattr(bitstream, "VERSIONS", (bitstream.VERSION,)):
+        assert f"`{version}`" in doc
+    if hasattr(bitstream, "MAX_LATENT_PARTS"):
+        assert f"`K` = 1 … {bitstream.MAX_LATENT_PARTS}" in doc

@@ -1,0 +1,222 @@
+"""Safe weights and bounded inputs (issue 7).
+
+* Checkpoints load only as safetensors whose sha256 matches the manifest: a pickle offered as a
+  checkpoint is refused *without being executed* — its payload would create a file, and the file
+  does not exist afterwards.  The real ``checkpoints/`` is never touched: tests that tamper with
+  it work on a copy under ``IMGCODEC_HOME``.
+* The decoder refuses a header whose pixel count exceeds its cap unless told otherwise, and
+  image inputs are guarded against decompression bombs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import imgcodec
+from imgcodec import bitstream, store
+from imgcodec.errors import BitstreamError, InputError, ModelError
+
+from conftest import ROOT, natural_image, run_cli
+
+MODEL = "factorized-gdn"
+
+
+class _Payload:
+    """Unpickling this creates the file ``path`` (a stand-in for arbitrary code)."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _evil_pickle(marker: Path) -> bytes:
+    return pickle.dumps({"state_dict": _Payload(marker)})
+
+
+def _evil_torch_zip(marker: Path, dst: Path) -> None:
+    """The format of ``torch.save``: a zip holding the same malicious pickle."""
+    import torch
+
+    torch.save({"state_dict": _Payload(marker)}, dst)
+
+
+def test_the_payload_really_runs_when_unpickled(tmp_path):
+    """Control experiment: the crafted files are live (in a throw-away process)."""
+    marker = tmp_path / "ran"
+    (tmp_path / "evil.pkl").write_bytes(_evil_pickle(marker))
+    code = f"import pickle; pickle.loads(open({str(tmp_path / 'evil.pkl')!r}, 'rb').read())"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent, timeout=120)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch-zip"])
+def test_pickle_checkpoint_file_is_refused_without_being_run(tmp_path, kind):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.safetensors"
+    if kind == "pickle":
+        path.write_bytes(_evil_pickle(marker))
+    else:
+        _evil_torch_zip(marker, path)
+    with pytest.raises(ModelError, match="not a safetensors checkpoint"):
+        store.load_checkpoint_file(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(ModelError, match="not a safetensors checkpoint"):
+        store.load_checkpoint_file(path, expected_sha256=digest)  # even with a matching hash
+    assert not marker.exists()
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    """A copy of models/ and checkpoints/ under a temporary IMGCODEC_HOME."""
+    for name in ("models", "checkpoints"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    monkeypatch.setenv("IMGCODEC_HOME", str(tmp_path))
+    store.load_shipped.cache_clear()
+    yield tmp_path
+    store.load_shipped.cache_clear()
+
+
+def _default_entry(home: Path) -> dict:
+    quality = store.load_config(MODEL).default_quality
+    entry = store.manifest_entry(MODEL, quality)
+    assert entry is not None
+    assert (home / "checkpoints" / entry["file"]).is_file()
+    return entry
+
+
+def test_tampered_shipped_checkpoint_is_refused(home):
+    entry = _default_entry(home)
+    path = home / "checkpoints" / entry["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in the weights
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match its manifest sha256"):
+        store.load_shipped(MODEL, entry["quality"])
+
+
+def test_pickle_swapped_in_for_a_shipped_checkpoint_is_refused(home):
+    entry = _default_entry(home)
+    marker = home / "pwned"
+    path = home / "checkpoints" / entry["file"]
+    path.write_bytes(_evil_pickle(marker))
+    with pytest.raises(ModelError, match="does not match its manifest sha256"):
+        store.load_shipped(MODEL, entry["quality"])
+    # The attacker rewrites the manifest too: the hash now matches, the parser still refuses.
+    manifest = home / "checkpoints" / store.MANIFEST_NAME
+    doc = json.loads(manifest.read_text())
+    for e in doc["checkpoints"]:
+        if e["file"] == entry["file"]:
+            e["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest.write_text(json.dumps(doc))
+    store.load_shipped.cache_clear()
+    with pytest.raises(ModelError, match="not a safetensors checkpoint"):
+        store.load_shipped(MODEL, entry["quality"])
+    assert not marker.exists()
+    # And end to end, as a user would meet it: one line, exit 1, no output, nothing executed.
+    src = home / "in.png"
+    Image.fromarray(natural_image(16, 16)).save(src)
+    r = run_cli("encode", str(src), str(home / "out.bin"), env={"IMGCODEC_HOME": str(home)})
+    assert r.returncode == 1 and "not a safetensors checkpoint" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (home / "out.bin").exists()
+    assert not marker.exists()
+
+
+def test_the_package_never_unpickles():
+    """No loader that runs pickles anywhere in the package's source."""
+    pattern = re.compile(r"torch\.load\(|pickle\.loads?\(|allow_pickle\s*=\s*True|weights_only\s*=\s*False")
+    offenders = [p.name for p in (ROOT / "imgcodec").glob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Dimension cap and decompression bombs
+
+
+@pytest.fixture(scope="module")
+def small_file() -> bytes:
+    return imgcodec.encode(Image.fromarray(natural_image(16, 16)))
+
+
+def _with_size(data: bytes, width: int, height: int, payload: bytes | None = None) -> bytes:
+    s = bitstream.unpack(data)
+    h = s.header
+    header = bitstream.Header(h.model, h.weights, h.quality, width, height, h.mode)
+    return bitstream.pack(header, [s.parts[0] if payload is None else payload])
+
+
+def test_decoder_pixel_cap(small_file):
+    with pytest.raises(BitstreamError, match="exceeds the decoder's cap of 255 pixels"):
+        imgcodec.decode(small_file, max_pixels=255)
+    assert imgcodec.decode(small_file, max_pixels=256).size == (16, 16)
+    assert imgcodec.decode(small_file, max_pixels=None).size == (16, 16)
+    side = int(bitstream.DEFAULT_MAX_PIXELS**0.5) + 1  # a lying header just over the default cap
+    with pytest.raises(BitstreamError, match="cap"):
+        imgcodec.decode(_with_size(small_file, side, side))
+    # No cap lifts the per-side limit, which the header's 32-bit fields could otherwise exceed.
+    for w, h in [(bitstream.MAX_SIDE + 1, 1), (1, 2**32 - 1)]:
+        with pytest.raises(BitstreamError, match="image size"):
+            imgcodec.decode(_raw_header(small_file, w, h), max_pixels=None)
+
+
+def _raw_header(data: bytes, width: int, height: int) -> bytes:
+    """``data`` with its width/height fields overwritten (past what ``pack`` allows), CRC fixed."""
+    n = data[5]
+    b = bytearray(data)
+    struct.pack_into(">II", b, 6 + n + 8 + 1, width, height)
+    body = bytes(b[:-4])
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def test_cli_size_cap_and_no_size_cap(small_file, tmp_path):
+    """12000×12000 (144 MP) over the default cap: refused; with --no-size-cap the cap is lifted and
+    the (garbage) payload is what fails — at once, without allocating the image."""
+    src = tmp_path / "huge.bin"
+    src.write_bytes(_with_size(small_file, 12000, 12000, payload=b"\0" * 8))
+    out = tmp_path / "huge.png"
+    r = run_cli("decode", str(src), str(out))
+    assert r.returncode == 1 and "cap" in r.stderr and "--no-size-cap" in r.stderr
+    r = run_cli("decode", "--no-size-cap", str(src), str(out))
+    assert r.returncode == 1 and "corrupt payload" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that claims width×height pixels but holds almost no data (a decompression bomb's header)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [9000, 12000])  # Pillow's warning zone (> cap) and error zone (> 2 × cap)
+def test_decompression_bomb_inputs_are_refused(tmp_path, side):
+    from imgcodec import imageio
+
+    assert side * side > imageio.MAX_INPUT_PIXELS
+    path = tmp_path / "bomb.png"
+    _png_header_only(path, side, side)
+    with pytest.raises(InputError, match="decompression bomb"):
+        imgcodec.encode(path)
+    if side == 12000:
+        r = run_cli("encode", str(path), str(tmp_path / "bomb.bin"))
+        assert r.returncode == 1 and "decompression bomb" in r.stderr
+        assert not (tmp_path / "bomb.bin").exists()
+
