@@ -35,6 +35,7 @@ import os
 import random
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -391,7 +392,11 @@ class Worker:
         elif max_pixels != "default":
             cmd += ["--max-pixels", str(max_pixels)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        hello = self._line(start_timeout)
+        try:
+            hello = self._line(start_timeout)
+        except BaseException:
+            self.kill()
+            raise
         if hello is None:
             self.kill()
             raise RuntimeError("the fuzz worker did not start")
@@ -438,6 +443,7 @@ class Report:
     max_wall: float = 0.0
     max_rss: int = 0
     seconds: float = 0.0
+    interrupted: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -446,7 +452,7 @@ class Report:
             "reasons": dict(self.reasons.most_common()),
             "findings": self.findings, "max_cpu_s_per_input": round(self.max_cpu, 4),
             "max_wall_s_per_input": round(self.max_wall, 4), "worker_peak_rss_mib": self.max_rss >> 20,
-            "seconds": round(self.seconds, 1),
+            "seconds": round(self.seconds, 1), "interrupted": self.interrupted,
         }
 
 
@@ -462,6 +468,8 @@ def campaign(n: int, seed: int = 0, cpu_limit: float = DEFAULT_CPU_LIMIT, wall_l
              else (generate(seed, i, seeds, foreign) for i in range(start, start + n)))
     try:
         for index, (kind, data) in enumerate(items, start):
+            if report.interrupted:
+                break
             r = worker.run(data, wall_limit)
             if r["outcome"] != "finding" and r.get("cpu", 0) > cpu_limit:
                 r = {"outcome": "finding", "why": f"slow: {r['cpu']:.1f} s of CPU", **r}
@@ -485,6 +493,8 @@ def campaign(n: int, seed: int = 0, cpu_limit: float = DEFAULT_CPU_LIMIT, wall_l
             if progress and report.inputs % progress == 0:
                 print(json.dumps({"done": report.inputs, "outcomes": dict(report.outcomes),
                                   "seconds": round(time.perf_counter() - t0)}), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # also SIGTERM (see main): the report covers the inputs run so far
+        report.interrupted = True
     finally:
         worker.kill()
     report.seconds = time.perf_counter() - t0
@@ -519,6 +529,10 @@ def main(argv=None) -> int:
             max_pixels = DEFAULT_MAX_PIXELS
         worker_main(args.mem_limit, max_pixels)
         return 0
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `timeout` bounds a campaign and still gets its report
     report = campaign(args.inputs, args.seed, args.cpu_limit, args.wall_limit, args.mem_limit, max_pixels,
                       args.save, progress=args.progress, start=args.start)
     text = json.dumps(report.as_dict(), indent=2)
