@@ -49,6 +49,16 @@ def natural_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
+def run_main(capsys, *args):
+    """The real CLI entry point, in-process: (exit code, stdout, stderr)."""
+    from imgcodec.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
     """Run the real ``imgcodec`` entry point in a subprocess (as a user would)."""
     full_env = dict(os.environ)

@@ -8,17 +8,8 @@ import pytest
 from PIL import Image
 
 from imgcodec import bitstream
-from imgcodec.cli import main
 
-from conftest import natural_image, run_cli
-
-
-def run(capsys, *args):
-    """Run the real entry point in-process; returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main(list(map(str, args)))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from conftest import natural_image, run_cli, run_main as run
 
 
 @pytest.fixture()

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SAMPLE, natural_image, run_cli
-from imgcodec.cli import main
+from conftest import SAMPLE, natural_image, run_cli, run_main
 from imgcodec import InputError, ModelError
 from imgcodec import evaluate as ev
 from imgcodec.results import load
@@ -143,14 +142,6 @@ def test_eval_checkpoint_file_matches_shipped(images, shipped, shipped_result, t
         ev.evaluate_model(images, checkpoint=ckpt, qualities=[1, 2])
     with pytest.raises(ModelError, match="one of them"):
         ev.evaluate_model(images)
-
-
-def run_main(capsys, *args):
-    """The CLI in-process (one subprocess, in test_eval_command, checks the real entry point)."""
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_eval_command(images, shipped, tmp_path):
