@@ -23,11 +23,14 @@ __all__ = [
 ]
 
 
-def encode(image, quality=None, model=None, device="cpu") -> bytes:
-    """Compress an image (path or ``PIL.Image``) to the bytes of an imgcodec file."""
+def encode(image, quality=None, model=None, device="cpu", target_size=None, target_bpp=None) -> bytes:
+    """Compress an image (path or ``PIL.Image``) to the bytes of an imgcodec file.
+
+    ``target_size`` (bytes) or ``target_bpp`` instead of ``quality``: the highest quality whose file fits.
+    """
     from .codec import encode as _encode
 
-    return _encode(image, quality=quality, model=model, device=device)
+    return _encode(image, quality=quality, model=model, device=device, target_size=target_size, target_bpp=target_bpp)
 
 
 def decode(data: bytes, device="cpu", **kwargs):

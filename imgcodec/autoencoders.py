@@ -14,13 +14,39 @@ import torch
 with warnings.catch_warnings():  # compressai 1.2 scripts a helper with the deprecated torch.jit API
     warnings.simplefilter("ignore", FutureWarning)
     import compressai.entropy_models  # noqa: F401
-from compressai.entropy_models import EntropyBottleneck
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models.base import CompressionModel
 from torch import nn
+from torch.nn import functional as F
 
+from . import rans
 from .config import ModelConfig
 from .errors import ModelError
-from .norms import get_norm
+from .norms import conv5x5, deconv5x5, get_norm
+
+
+def build_transforms(config: ModelConfig) -> tuple[nn.Sequential, nn.Sequential]:
+    """``g_a`` and ``g_s`` of the Ballé models, with the norm of ``config`` from the registry.
+
+    ``g_a`` is four 5×5 stride-2 convolutions with the analysis norm after the first three, ``g_s``
+    four 5×5 stride-2 transposed convolutions with the synthesis norm after the first three.
+    """
+    N, M = config.N, config.M
+    norm = get_norm(config.norm)
+    opts = dict(config.norm_options)
+    g_a = nn.Sequential(
+        norm.conv(3, N), norm.analysis(N, **opts),
+        norm.conv(N, N), norm.analysis(N, **opts),
+        norm.conv(N, N), norm.analysis(N, **opts),
+        norm.conv(N, M),
+    )
+    g_s = nn.Sequential(
+        norm.deconv(M, N), norm.synthesis(N, **opts),
+        norm.deconv(N, N), norm.synthesis(N, **opts),
+        norm.deconv(N, N), norm.synthesis(N, **opts),
+        norm.deconv(N, 3),
+    )
+    return g_a, g_s
 
 
 class FactorizedPrior(CompressionModel):
@@ -44,22 +70,8 @@ class FactorizedPrior(CompressionModel):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        N, M = config.N, config.M
-        norm = get_norm(config.norm)
-        opts = dict(config.norm_options)
-        self.g_a = nn.Sequential(
-            norm.conv(3, N), norm.analysis(N, **opts),
-            norm.conv(N, N), norm.analysis(N, **opts),
-            norm.conv(N, N), norm.analysis(N, **opts),
-            norm.conv(N, M),
-        )
-        self.g_s = nn.Sequential(
-            norm.deconv(M, N), norm.synthesis(N, **opts),
-            norm.deconv(N, N), norm.synthesis(N, **opts),
-            norm.deconv(N, N), norm.synthesis(N, **opts),
-            norm.deconv(N, 3),
-        )
-        self.entropy_bottleneck = EntropyBottleneck(M)
+        self.g_a, self.g_s = build_transforms(config)
+        self.entropy_bottleneck = EntropyBottleneck(config.M)
 
     def forward(self, x: torch.Tensor) -> dict:
         """Training pass: additive uniform noise stands in for rounding."""
@@ -87,7 +99,205 @@ class FactorizedPrior(CompressionModel):
         return self.g_s(y_hat).clamp_(0, 1)
 
 
-ARCHITECTURES = {"factorized": FactorizedPrior}
+class GainUnits(nn.Module):
+    r"""Per-channel gain vectors for a ladder of λ, interpolated exponentially between levels.
+
+    Z. Cui, J. Wang, S. Gao, T. Guo, Y. Feng, B. Bai, "Asymmetric Gained Deep Image Compression
+    With Continuous Rate Adaptation", CVPR 2021.
+
+    Level ``l`` (one per λ of the config) has a gain vector :math:`g_l` that scales the latent
+    before quantization, :math:`\hat y = \mathrm{round}(y \odot g_l)`, and an inverse gain
+    :math:`g'_l` (learned separately: asymmetric) that scales it back before synthesis.  Between
+    levels ``l`` and ``l + 1``, at the fraction ``t``:
+
+    .. math::
+        g = g_l^{1-t} \, g_{l+1}^{t}, \qquad g' = {g'_l}^{1-t} \, {g'_{l+1}}^{t}
+
+    (linear interpolation of the log-gains).  The gains are stored as logarithms and constrained to
+    grow with the level in every channel, :math:`\log g_{l+1} = \log g_l + \mathrm{softplus}(s_l)`:
+    a higher quality never quantizes a channel more coarsely.  They start at the high-rate optimum
+    for MSE, a quantization step :math:`\propto 1/\sqrt{\lambda}`, i.e. :math:`\log g_l =
+    \tfrac12 (\log \lambda_l - \overline{\log \lambda})`, with :math:`g'_l = 1/g_l`.
+    """
+
+    def __init__(self, lambdas, channels: int):
+        super().__init__()
+        half = 0.5 * torch.log(torch.tensor([float(v) for v in lambdas], dtype=torch.float64))
+        half = half - half.mean()
+        steps = (half[1:] - half[:-1]).clamp(min=1e-3)
+        self.log_gain = nn.Parameter(half[:1].float().repeat(channels))  # level 1
+        self.log_step = nn.Parameter(torch.log(torch.expm1(steps)).float()[:, None].repeat(1, channels))
+        self.log_inverse = nn.Parameter((-half).float()[:, None].repeat(1, channels))
+
+    def log_gains(self) -> torch.Tensor:
+        """(levels, channels): the log-gain of every level."""
+        rises = torch.cumsum(F.softplus(self.log_step), dim=0)
+        return torch.cat([self.log_gain[None], self.log_gain[None] + rises])
+
+    def forward(self, level: int, t: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gain and inverse gain at ``t`` of the way from ``level`` to ``level + 1``, (1, C, 1, 1) each."""
+        pairs = []
+        for logs in (self.log_gains(), self.log_inverse):
+            v = logs[level] if t == 0 else (1 - t) * logs[level] + t * logs[level + 1]
+            pairs.append(torch.exp(v).view(1, -1, 1, 1))
+        return pairs[0], pairs[1]
+
+
+# Fixed-point arithmetic of the hyper-synthesis at inference (see ScaleHyperprior.scale_indexes).
+HS_ACT_BITS = 12  # fraction bits of h_s's activations and of the scale table
+HS_WEIGHT_BITS = 16  # fraction bits of h_s's weights
+_EXACT = float(2**53)  # every integer of smaller magnitude is a float64
+# compressai's rANS encoder sizes its output by the number of symbols and writes past it when a
+# payload has only one or two (heap corruption): every payload here has at least N or M symbols.
+MIN_CHANNELS = 8
+
+
+def _check_codable(t: torch.Tensor) -> None:
+    # compressai's rANS encoder loops forever on a value of 2**27 or more (or NaN): refuse it.
+    if not bool(torch.isfinite(t).all()) or float(t.abs().max()) >= rans.MAX_LATENT:
+        raise ModelError("the model produced latents out of range (NaN or huge): broken weights?")
+
+
+def hyper_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """The size of ``z = h_a(|y|)`` for a latent ``y`` of ``shape``: two stride-2 convolutions."""
+    return -(-shape[0] // 4), -(-shape[1] // 4)
+
+
+class ScaleHyperprior(CompressionModel):
+    r"""Scale-hyperprior autoencoder of Ballé et al. ("bmshj2018-hyperprior").
+
+    J. Ballé, D. Minnen, S. Singh, S. J. Hwang, N. Johnston, "Variational image compression with a
+    scale hyperprior", ICLR 2018.
+
+    .. math::
+        y = g_a(x), \quad z = h_a(|y|), \quad \hat z = \mathrm{round}(z), \quad
+        \sigma = h_s(\hat z), \quad \hat y = \mathrm{round}(y), \quad \hat x = g_s(\hat y)
+
+    ``g_a``/``g_s`` are those of the factorized model (:func:`build_transforms`, the norm from the
+    registry); ``h_a`` is a 3×3 convolution and two 5×5 stride-2 convolutions with ReLUs, ``h_s`` two
+    5×5 stride-2 transposed convolutions and a 3×3 convolution with ReLUs, as in the paper, whatever
+    the norm.  ``ẑ`` (N channels) is coded with a factorized density (``EntropyBottleneck``), ``ŷ``
+    (M channels) with a zero-mean Gaussian of scale σ rounded up to compressai's table of 64 scales
+    from 0.11 to 256 (``GaussianConditional``).  With ``gain_units`` in the config, the latent is
+    scaled by :class:`GainUnits` before quantization and back before synthesis, so one set of
+    weights codes every quality.
+
+    The file holds two latent parts, ``[ẑ, ŷ]``.  The decoder needs, for every element of ``ŷ``,
+    the index of its scale in the table, computed from ``ẑ``: if encoder and decoder computed a
+    different index for one element (a scale within rounding error of a table boundary, on another
+    machine), the rest of the stream would decode to garbage.  :meth:`scale_indexes` therefore
+    evaluates ``h_s`` in integer arithmetic, exactly, so that every machine computes the same
+    indexes (see its docstring and docs/bitstream.md).
+    """
+
+    stride = 16
+    latent_parts = 2
+    supports_gain_units = True
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        N, M = config.N, config.M
+        if min(N, M) < MIN_CHANNELS:
+            raise ModelError(f"model {config.name!r}: N and M must be at least {MIN_CHANNELS}")
+        self.g_a, self.g_s = build_transforms(config)
+        self.h_a = nn.Sequential(
+            nn.Conv2d(M, N, kernel_size=3, stride=1, padding=1), nn.ReLU(inplace=True),
+            conv5x5(N, N), nn.ReLU(inplace=True),
+            conv5x5(N, N),
+        )
+        self.h_s = nn.Sequential(
+            deconv5x5(N, N), nn.ReLU(inplace=True),
+            deconv5x5(N, N), nn.ReLU(inplace=True),
+            nn.Conv2d(N, M, kernel_size=3, stride=1, padding=1), nn.ReLU(inplace=True),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+        self.gain = GainUnits(config.lambdas, M) if config.gain_units else None
+
+    def gains(self, quality=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Gain and inverse gain of ``quality`` (default: the config's), or ``(None, None)``."""
+        if self.gain is None:
+            return None, None
+        return self.gain(*self.config.level(self.config.default_quality if quality is None else quality))
+
+    def forward(self, x: torch.Tensor, quality=None) -> dict:
+        """Training pass at ``quality`` (a level of the λ ladder): additive uniform noise for rounding."""
+        y = self.g_a(x)
+        gain, inverse = self.gains(quality)
+        if gain is not None:
+            y = y * gain
+        z = self.h_a(torch.abs(y))
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales = self.h_s(z_hat)[..., : y.shape[-2], : y.shape[-1]]
+        y_hat, y_likelihoods = self.gaussian_conditional(y, scales)
+        x_hat = self.g_s(y_hat if inverse is None else y_hat * inverse)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    @torch.no_grad()
+    def scale_indexes(self, z_hat: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """The scale-table index of every element of ``ŷ`` (int64, (1, M, *shape)), bit-exact anywhere.
+
+        ``h_s`` runs in fixed point: ``ẑ`` and the activations with ``HS_ACT_BITS`` fraction bits,
+        the weights with ``HS_WEIGHT_BITS`` (the biases with both), each layer's sum shifted back by
+        ``HS_WEIGHT_BITS`` and rounded (half to even); the index is the number of table scales (in
+        the same fixed point, the last excepted) below the output, as compressai's ``build_indexes``
+        counts them.
+        The numbers are integers held in float64, and every activation is clamped so that no sum can
+        reach 2**53: every partial sum is then an exact integer, so the result does not depend on the
+        order of the additions — the thread count, the BLAS, the CPU.  It is computed on the CPU
+        (a GPU convolution may use a transform algorithm, which is not exact).  Against the float32
+        ``h_s`` of training a scale moves by ~1e-4 of itself (the rounding of weights and
+        activations), which changes an index, by one, only for a scale that close to a table boundary.
+        """
+        x = torch.round(z_hat.detach().to("cpu", torch.float64) * 2.0**HS_ACT_BITS)
+        for layer in self.h_s:
+            if isinstance(layer, nn.ReLU):
+                x.clamp_(min=0)
+                continue
+            transposed = isinstance(layer, nn.ConvTranspose2d)
+            w = torch.round(layer.weight.detach().to("cpu", torch.float64) * 2.0**HS_WEIGHT_BITS)
+            b = torch.round(layer.bias.detach().to("cpu", torch.float64) * 2.0 ** (HS_ACT_BITS + HS_WEIGHT_BITS))
+            reach = float(w.abs().sum(dim=(0, 2, 3) if transposed else (1, 2, 3)).max())  # Σ|w| into one output
+            room = _EXACT - 1 - float(b.abs().max())
+            if not (math.isfinite(reach) and room > 0):
+                raise ModelError("the hyper-synthesis weights are out of range: broken weights?")
+            limit = math.floor(room / max(reach, 1.0))
+            x.clamp_(-limit, limit)
+            if transposed:
+                acc = F.conv_transpose2d(x, w, b, layer.stride, layer.padding, layer.output_padding)
+            else:
+                acc = F.conv2d(x, w, b, layer.stride, layer.padding)
+            x = torch.round(acc * 2.0**-HS_WEIGHT_BITS)
+        x = x[..., : shape[0], : shape[1]].contiguous()
+        table = torch.round(self.gaussian_conditional.scale_table.detach().to("cpu", torch.float64) * 2.0**HS_ACT_BITS)
+        return torch.searchsorted(table[:-1].contiguous(), x)
+
+    def compress_latent(self, y: torch.Tensor, quality=None) -> list[bytes]:
+        """The payload parts ``[ẑ, ŷ]`` of the latent ``y = g_a(x)`` at ``quality``."""
+        gain, _ = self.gains(quality)
+        if gain is not None:
+            y = y * gain
+        z = self.h_a(torch.abs(y))
+        _check_codable(y)
+        _check_codable(z)
+        z_payload = self.entropy_bottleneck.compress(z)[0]
+        # ẑ exactly as the decoder will have it: decoded from the payload.
+        z_hat = rans.decode_latent(self.entropy_bottleneck, z_payload, tuple(z.shape[-2:]))
+        indexes = self.scale_indexes(z_hat, tuple(y.shape[-2:]))
+        return [z_payload, self.gaussian_conditional.compress(y, indexes)[0]]
+
+    def decompress_latent(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
+        """``ŷ`` (1, M, *shape), scaled back by the inverse gain, from the parts ``[ẑ, ŷ]``; checked decoding."""
+        z_hat = rans.decode_latent(self.entropy_bottleneck, parts[0], hyper_shape(shape))
+        indexes = self.scale_indexes(z_hat, shape)
+        symbols = rans.decode_indexed(parts[1], rans.cdf_tables(self.gaussian_conditional), indexes.numpy())
+        y_hat = torch.from_numpy(symbols).reshape(1, self.config.M, *shape).float()
+        _, inverse = self.gains(quality)
+        return y_hat if inverse is None else y_hat * inverse.detach().to("cpu")
+
+
+ARCHITECTURES = {"factorized": FactorizedPrior, "hyperprior": ScaleHyperprior}
 
 
 def build_model(config: ModelConfig) -> CompressionModel:
@@ -98,6 +308,9 @@ def build_model(config: ModelConfig) -> CompressionModel:
             f"unknown architecture {config.architecture!r} in model {config.name!r} "
             f"(known: {', '.join(sorted(ARCHITECTURES))})"
         ) from None
+    if config.gain_units and not getattr(cls, "supports_gain_units", False):
+        have = ", ".join(sorted(k for k, c in ARCHITECTURES.items() if getattr(c, "supports_gain_units", False)))
+        raise ModelError(f"model {config.name!r}: gain_units needs architecture {have}, not {config.architecture!r}")
     return cls(config)
 
 

@@ -69,21 +69,39 @@ def cli() -> None:
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output-dir", help="Encode every INPUT into this folder as NAME.bin.")
-@click.option("-q", "--quality", type=int, help="Quality level (default: the model's default).")
+@click.option("-q", "--quality", type=float,
+              help="Quality level (default: the model's default); fractional (e.g. 3.4) for continuous-rate models.")
+@click.option("--target-size", help="Instead of -q: the highest quality whose file fits in this size (e.g. 100KB, 1.5MB).")
+@click.option("--target-bpp", type=float, help="Instead of -q: the highest quality whose file fits in this many bits per pixel.")
 @click.option("--model", default=None, help="Model name (see `imgcodec models`).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
-def encode(inputs, output_dir, quality, model, device, force):
+def encode(inputs, output_dir, quality, target_size, target_bpp, model, device, force):
     """Compress an image: `encode IN.png OUT.bin`, or `encode A.png B.jpg -o DIR`."""
     from . import codec
 
+    if sum(v is not None for v in (quality, target_size, target_bpp)) > 1:
+        raise click.UsageError("give one of -q/--quality, --target-size and --target-bpp")
+    targets = {}
+    if target_size is not None:
+        from .ratecontrol import parse_size
+
+        try:
+            targets["target_size"] = parse_size(target_size)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--target-size") from None
+    if target_bpp is not None:
+        targets["target_bpp"] = target_bpp
     device = _check_device(device)
     pairs = _outputs(inputs, output_dir, ".bin", "output")
-    _run_batch(
-        pairs,
-        lambda s, d: codec.encode_file(s, d, quality=quality, model=model, device=device, force=force),
-        "encode",
-    )
+
+    def work(src: Path, dst: Path) -> None:
+        data = codec.encode_file(src, dst, quality=quality, model=model, device=device, force=force, **targets)
+        if targets:  # say what the search chose
+            s = codec.read_info(data)
+            click.echo(f"{dst}: quality {s.header.quality}, {s.size} bytes, {s.bpp:.4f} bpp")
+
+    _run_batch(pairs, work, "encode")
 
 
 @cli.command()
@@ -137,10 +155,11 @@ def models():
     """List the models, their qualities (λ) and which have shipped weights."""
     from . import store
 
-    manifest = store.read_manifest()
     for name, cfg in store.available_configs().items():
-        shipped = {e["quality"] for e in manifest if e["model"] == name}
+        shipped = set(store.shipped_qualities(name))
         click.echo(f"{name}: {cfg.description} (norm {cfg.norm}, N={cfg.N}, M={cfg.M}, default quality {cfg.default_quality})")
+        if cfg.continuous:
+            click.echo(f"  continuous quality {cfg.qualities.start}..{cfg.qualities.stop - 1} (hundredths), one set of weights")
         for q in cfg.qualities:
             mark = "shipped" if q in shipped else "not trained"
             click.echo(f"  q{q}  lambda={cfg.lmbda(q):<7g} {mark}")
@@ -148,7 +167,8 @@ def models():
 
 @cli.command()
 @click.option("--model", required=True, help="Model config name (models/NAME.toml).")
-@click.option("-q", "--quality", type=int, help="Quality level; its λ comes from the config.")
+@click.option("-q", "--quality", type=int,
+              help="Quality level; its λ comes from the config (a continuous-rate model without -q trains every level).")
 @click.option("--lambda", "lmbda", type=float, help="λ instead of a quality's.")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of training images (recursive).")
 @click.option("--val", type=click.Path(exists=True, file_okay=False), help="Held-out folder, validated with the real codec.")

@@ -68,39 +68,84 @@ def decompress_rgb(model, payload: bytes, height: int, width: int, device: str =
     return tiling.synthesis(model, y_hat, height, width, device)
 
 
-def code_array(model, rgb: np.ndarray, device: str = "cpu") -> tuple[int, np.ndarray]:
+def latent_parts(model) -> int:
+    """How many latent payload parts the model writes: 1 (factorized: ŷ), 2 (hyperprior: ẑ, ŷ)."""
+    return getattr(model, "latent_parts", 1)
+
+
+@torch.inference_mode()
+def compress_latents(model, rgb: np.ndarray, device: str = "cpu", quality=None, y=None) -> list[bytes]:
+    """The latent payload parts of an (H, W, 3) uint8 image at ``quality`` (a continuous model's).
+
+    ``y``: the analysis ``tiling.analysis(model, rgb)`` of a multi-part model, if already computed
+    (a continuous model's quality search analyses once).
+    """
+    if latent_parts(model) == 1:
+        return [compress_rgb(model, rgb, device)]
+    if y is None:
+        y = tiling.analysis(model, rgb, device)
+    return model.compress_latent(y, quality)
+
+
+@torch.inference_mode()
+def decompress_latents(model, parts, height: int, width: int, device: str = "cpu", quality=None) -> np.ndarray:
+    if latent_parts(model) == 1:
+        return decompress_rgb(model, parts[0], height, width, device)
+    ph, pw = _padded_size(height, width, model.stride)
+    y_hat = model.decompress_latent(parts, (ph // model.stride, pw // model.stride), quality)
+    return tiling.synthesis(model, y_hat, height, width, device)
+
+
+def code_array(model, rgb: np.ndarray, device: str = "cpu", quality=None) -> tuple[int, np.ndarray]:
     """Round trip through the real entropy coder: (payload bytes, decoded image)."""
-    payload = compress_rgb(model, rgb, device)
-    return len(payload), decompress_rgb(model, payload, rgb.shape[0], rgb.shape[1], device)
+    parts = compress_latents(model, rgb, device, quality)
+    return sum(map(len, parts)), decompress_latents(model, parts, rgb.shape[0], rgb.shape[1], device, quality)
 
 
-def _resolve(model: str | None, quality: int | None) -> store.LoadedModel:
+def _resolve(model: str | None, quality) -> store.LoadedModel:
     name = model or DEFAULT_MODEL
     config = store.load_config(name)
-    q = config.default_quality if quality is None else int(quality)
-    return store.load_shipped(name, q)
+    return store.load_shipped(name, config.default_quality if quality is None else quality)
 
 
-def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str = "cpu") -> bytes:
+def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str = "cpu", quality=None,
+                     y=None) -> bytes:
+    """``quality``: for a continuous model, any of its qualities (default: ``loaded.quality``);
+    ``y``: see ``compress_latents``."""
+    config = loaded.config
+    q = config.normalize_quality(loaded.quality if quality is None else quality)
+    if not config.continuous and q != loaded.quality:
+        raise ModelError(f"these weights of {config.name!r} are quality {loaded.quality}, not {q}")
     model = loaded.model.to(device)
-    parts = [compress_rgb(model, img.rgb, device)]
+    parts = compress_latents(model, img.rgb, device, q, y)
+    latent = len(parts)
     if img.alpha is not None:
         parts.append(zlib.compress(img.alpha.tobytes(), 9))
     header = bitstream.Header(
-        model=loaded.config.name,
+        model=config.name,
         weights=bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES],
-        quality=loaded.quality,
+        quality=q,
         width=img.size[0],
         height=img.size[1],
         mode=img.mode,
+        latent_parts=latent,
     )
     return bitstream.pack(header, parts)
 
 
-def encode(image, quality: int | None = None, model: str | None = None, device: str = "cpu") -> bytes:
-    """Compress an image (a path or a ``PIL.Image``) to the bytes of an imgcodec file."""
-    if quality is not None and (isinstance(quality, bool) or int(quality) != quality):
-        raise ModelError(f"quality must be an integer, not {quality!r}")
+def encode(image, quality=None, model: str | None = None, device: str = "cpu", target_size: int | None = None,
+           target_bpp: float | None = None) -> bytes:
+    """Compress an image (a path or a ``PIL.Image``) to the bytes of an imgcodec file.
+
+    ``target_size`` (bytes) or ``target_bpp``: instead of a quality, the highest quality whose file
+    fits (``ratecontrol``).
+    """
+    if target_size is not None or target_bpp is not None:
+        from .ratecontrol import encode_to_target
+
+        if quality is not None:
+            raise ModelError("give a quality or a target size, not both")
+        return encode_to_target(read_image(image), model, size=target_size, bpp=target_bpp, device=device).data
     loaded = _resolve(model, quality)
     return encode_canonical(read_image(image), loaded, device)
 
@@ -137,8 +182,11 @@ def decode(
     stream = bitstream.unpack(data, max_pixels=max_pixels)
     h = stream.header
     loaded = _model_for(h, loaded)
+    k = latent_parts(loaded.model)
+    if h.latent_parts != k:
+        raise BitstreamError(f"corrupt header: {h.latent_parts} latent parts, but model {h.model!r} writes {k}")
     try:
-        rgb = decompress_rgb(loaded.model.to(device), stream.parts[0], h.height, h.width, device)
+        rgb = decompress_latents(loaded.model.to(device), stream.parts[:k], h.height, h.width, device, h.quality)
     except CodecError:
         raise
     except Exception as exc:  # the rANS decoder rejects a damaged payload in its own words
@@ -146,7 +194,7 @@ def decode(
     alpha = None
     if h.has_alpha:
         try:
-            raw = zlib.decompressobj().decompress(stream.parts[1], h.width * h.height + 1)
+            raw = zlib.decompressobj().decompress(stream.parts[k], h.width * h.height + 1)
         except zlib.error:
             raise BitstreamError("corrupt alpha plane") from None
         if len(raw) != h.width * h.height:
@@ -172,12 +220,14 @@ def _read_input(src: Path) -> bytes:
         raise InputError(f"cannot read {src}: {exc.strerror or exc}") from None
 
 
-def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", force=False) -> bytes:
-    """Encode ``src`` into ``dst``; the temporary output is opened first so a bad target fails fast."""
+def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", force=False, **targets) -> bytes:
+    """Encode ``src`` into ``dst``; the temporary output is opened first so a bad target fails fast.
+
+    ``targets``: ``target_size`` or ``target_bpp`` of ``encode``."""
     from .atomic import atomic_open
 
     with atomic_open(Path(dst), force) as f:
-        data = encode(src, quality=quality, model=model, device=device)
+        data = encode(src, quality=quality, model=model, device=device, **targets)
         f.write(data)
     return data
 

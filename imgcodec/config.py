@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,24 +50,65 @@ class ModelConfig:
     description: str = ""
     norm_options: dict = field(default_factory=dict)
     training: TrainingRecipe = field(default_factory=TrainingRecipe)
+    # Continuous rate control (gain units, Cui et al. CVPR 2021): one set of weights serves every
+    # quality from 1 to len(lambdas), fractional ones included (in hundredths).
+    gain_units: bool = False
 
     @property
     def qualities(self) -> range:
+        """The quality levels of the λ ladder (a continuous model also takes any value between)."""
         return range(1, len(self.lambdas) + 1)
 
-    def lmbda(self, quality: int) -> float:
-        self.check_quality(quality)
-        return self.lambdas[quality - 1]
+    @property
+    def continuous(self) -> bool:
+        return self.gain_units
 
-    def check_quality(self, quality: int) -> None:
-        if quality not in self.qualities:
+    def lmbda(self, quality: float) -> float:
+        """The λ of a quality; between two levels of a continuous model, interpolated exponentially."""
+        i, t = self.level(quality)
+        if t == 0:
+            return self.lambdas[i]
+        return self.lambdas[i] ** (1 - t) * self.lambdas[i + 1] ** t
+
+    def level(self, quality: float) -> tuple[int, float]:
+        """``(i, t)``: ``quality`` lies the fraction ``t`` of the way from level ``i`` to ``i + 1``
+        (0-based, ``0 <= t < 1``; ``t = 0`` at every whole quality)."""
+        q = self.normalize_quality(quality)
+        i = int(q) - 1
+        return i, round(q - int(q), 2)
+
+    def normalize_quality(self, quality) -> int | float:
+        """A valid quality of this model, canonical: an ``int`` when whole, else a float in hundredths.
+
+        A file stores a fractional quality in hundredths (docs/bitstream.md), so a continuous model
+        takes ``3.4`` or ``3.45`` and refuses ``3.456``; other models take whole numbers only.
+        """
+        if isinstance(quality, bool) or not isinstance(quality, numbers.Real) or not math.isfinite(quality):
+            raise ModelError(f"quality must be a number, not {quality!r}")
+        if quality != int(quality) and not self.continuous:
             raise ModelError(
-                f"quality {quality} is out of range for model {self.name!r} "
+                f"quality must be an integer for model {self.name!r}, not {quality!r} "
+                "(only continuous-rate models take fractional qualities)"
+            )
+        centi = round(float(quality) * 100)
+        if abs(float(quality) * 100 - centi) > 1e-6:
+            raise ModelError(f"quality {quality!r}: at most two decimals (files store hundredths)")
+        q = centi // 100 if centi % 100 == 0 else centi / 100
+        if not self.qualities.start <= q <= self.qualities.stop - 1:
+            raise ModelError(
+                f"quality {q} is out of range for model {self.name!r} "
                 f"(valid: {self.qualities.start}..{self.qualities.stop - 1})"
             )
+        return q
+
+    def check_quality(self, quality) -> None:
+        self.normalize_quality(quality)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        d = dataclasses.asdict(self)
+        if not d["gain_units"]:  # written only when set: existing configs keep their JSON
+            del d["gain_units"]
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":

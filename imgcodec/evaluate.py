@@ -197,17 +197,20 @@ def run(
 # The learned codec
 
 
-def parse_qualities(values: Sequence[str], allowed: Sequence[int] | None = None) -> list[int] | None:
-    """``-q 1 -q 2,3`` → [1, 2, 3]; ``all`` (or nothing) → None, meaning every shipped quality."""
+def parse_qualities(values: Sequence[str], allowed: Sequence[int] | None = None) -> list | None:
+    """``-q 1 -q 2,3`` → [1, 2, 3]; ``all`` (or nothing) → None, meaning every shipped quality.
+
+    ``-q 3.5``: a fractional quality, for a continuous-rate model (the model's config checks it)."""
     items = [v.strip() for value in values for v in str(value).split(",") if v.strip()]
     if not items or items == ["all"]:
         return None
     out = []
     for item in items:
         try:
-            out.append(int(item))
+            value = float(item)
         except ValueError:
-            raise ModelError(f"quality must be an integer or 'all', not {item!r}") from None
+            raise ModelError(f"quality must be an integer or 'all' (fractional for a continuous-rate model), not {item!r}") from None
+        out.append(int(value) if value == int(value) else value)
     return sorted(set(out))
 
 
@@ -241,8 +244,6 @@ def evaluate_model(
 
     if (model is None) == (checkpoint is None):
         raise ModelError("give a model name or a checkpoint file (one of them)")
-    if checkpoint is not None and qualities is not None and len(qualities) > 1:
-        raise ModelError("a checkpoint is one rate point: give at most one --quality to label it")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ModelError(f"cannot read checkpoint {checkpoint}: no such file")
     if model is not None:  # names and qualities are checked before anything heavy is loaded
@@ -262,8 +263,14 @@ def evaluate_model(
 
     if checkpoint is not None:
         loaded = store.load_checkpoint_file(Path(checkpoint))
-        loaded = replace(loaded, quality=_label_quality(loaded, qualities[0] if qualities else None))
-        models = {loaded.quality: loaded}
+        if loaded.config.continuous:  # one checkpoint, every quality: the levels of its λ ladder by default
+            qs = [loaded.config.normalize_quality(q) for q in (qualities or loaded.config.qualities)]
+            models = {q: replace(loaded, quality=q) for q in qs}
+        else:
+            if qualities is not None and len(qualities) > 1:
+                raise ModelError("a checkpoint is one rate point: give at most one --quality to label it")
+            loaded = replace(loaded, quality=_label_quality(loaded, qualities[0] if qualities else None))
+            models = {loaded.quality: loaded}
         source = {"checkpoint": str(checkpoint)}
     else:
         models = {q: store.load_shipped(model, q) for q in qualities}

@@ -134,3 +134,40 @@ def decode_latent(entropy_bottleneck, payload: bytes, shape: tuple[int, int]) ->
     symbols = decode_symbols(payload, tables, shape[0] * shape[1])
     medians = entropy_bottleneck._get_medians().detach().to("cpu").reshape(1, -1, 1, 1)
     return torch.from_numpy(symbols).reshape(1, len(tables), *shape).to(medians.dtype) + medians
+
+
+def decode_indexed(payload: bytes, tables, indexes: np.ndarray) -> np.ndarray:
+    """Decode ``len(indexes)`` symbols, symbol ``i`` with table ``indexes[i]``, into an int32 array.
+
+    The stream of ``GaussianConditional.compress`` (compressai's ``encode_with_indexes`` with one
+    table per symbol: the hyperprior's ``ŷ``), with the checks of ``decode_symbols``.  ``indexes``
+    must lie in ``range(len(tables))``: the caller computes them from data it has already decoded.
+    """
+    indexes = np.asarray(indexes).reshape(-1)
+    if indexes.size and not (0 <= int(indexes.min()) and int(indexes.max()) < len(tables)):
+        raise ValueError("table indexes out of range")
+    words = _words(payload)
+    nwords = len(words)
+    x = words[0] | (words[1] << 32)
+    p = 2
+    mask = (1 << PRECISION) - 1
+    L = RANS64_L
+    freqs = [[b - a for a, b in zip(cdf, cdf[1:])] for cdf, _, _ in tables]
+    out: list[int] = []
+    append = out.append
+    for t in indexes.tolist():
+        cdf, max_value, offset = tables[t]
+        cum = x & mask
+        s = bisect_right(cdf, cum) - 1
+        x = freqs[t][s] * (x >> PRECISION) + cum - cdf[s]
+        if x < L:
+            if p >= nwords:
+                raise _truncated()
+            x = (x << 32) | words[p]
+            p += 1
+        if s == max_value:
+            x, p, s = _bypass(x, p, words, max_value)
+        append(s + offset)
+    if p != nwords or x != L:
+        raise BitstreamError("corrupt payload: the entropy-coded stream does not end where it should")
+    return np.array(out, dtype=np.int32)

@@ -12,7 +12,7 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .atomic import write_bytes_atomic
@@ -85,8 +85,16 @@ def manifest_entry(model: str, quality: int) -> dict | None:
     return None
 
 
+# The manifest quality of a continuous-rate model's one checkpoint, which serves every quality.
+EVERY_QUALITY = 0
+
+
 def shipped_qualities(model: str) -> list[int]:
-    return sorted(e["quality"] for e in read_manifest() if e["model"] == model)
+    """The qualities with weights; for a continuous-rate model, the levels of its λ ladder."""
+    have = sorted(e["quality"] for e in read_manifest() if e["model"] == model)
+    if EVERY_QUALITY in have:
+        return list(load_config(model).qualities)
+    return have
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,16 +184,31 @@ def load_checkpoint_file(path: Path, expected_sha256: str | None = None) -> Load
     return LoadedModel(model, config, int(meta.get("quality", 0)), digest, meta)
 
 
-@functools.lru_cache(maxsize=16)
-def load_shipped(model: str, quality: int) -> LoadedModel:
-    """The shipped weights of (model, quality), verified against the manifest."""
+def load_shipped(model: str, quality) -> LoadedModel:
+    """The shipped weights of (model, quality), verified against the manifest.
+
+    A continuous-rate model has one checkpoint (manifest quality ``EVERY_QUALITY``), loaded once
+    and shared: the ``LoadedModel`` of every quality holds the same module (asked for quality
+    ``EVERY_QUALITY``, as its manifest entry names it, it comes labelled with the default quality).
+    """
     config = load_config(model)
-    config.check_quality(quality)
+    if config.continuous:
+        quality = config.normalize_quality(config.default_quality if quality == EVERY_QUALITY else quality)
+        return replace(_load_entry(model, EVERY_QUALITY), quality=quality)
+    quality = config.normalize_quality(quality)
+    return _load_entry(model, quality)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_entry(model: str, quality: int) -> LoadedModel:
     entry = manifest_entry(model, quality)
     if entry is None:
         have = shipped_qualities(model)
         raise ModelError(
-            f"no trained weights for model {model!r} quality {quality}"
+            f"no trained weights for model {model!r}" + (f" quality {quality}" if quality != EVERY_QUALITY else "")
             + (f" (shipped qualities: {', '.join(map(str, have))})" if have else " (none shipped)")
         )
     return load_checkpoint_file(checkpoints_dir() / entry["file"], expected_sha256=entry["sha256"])
+
+
+load_shipped.cache_clear = _load_entry.cache_clear  # forget every loaded checkpoint

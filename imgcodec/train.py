@@ -5,6 +5,8 @@ quantiles have separate Adam optimizers (the quantiles follow their own auxiliar
 directory holds ``state.safetensors`` (weights and both optimizers' state, written atomically at
 an interval, so ``--resume`` after ``kill -9`` loses at most one interval) and ``metrics.csv``.
 Under ``torchrun`` the same loop trains with DistributedDataParallel (gloo on CPU, nccl on GPU).
+A continuous-rate model (gain units) trains all its quality levels in one run: each step draws a
+level and takes that level's λ in the loss (Cui et al., CVPR 2021).
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def load_state(path: Path, model, opt, aux_opt) -> tuple[int, float]:
 
 
 @torch.no_grad()
-def validate(model, images: list[np.ndarray], device: str = "cpu") -> tuple[float, float]:
+def validate(model, images: list[np.ndarray], device: str = "cpu", quality=None) -> tuple[float, float]:
     from .codec import code_array
 
     was_training = model.training
@@ -194,7 +196,7 @@ def validate(model, images: list[np.ndarray], device: str = "cpu") -> tuple[floa
     model.update(force=True)
     bpps, psnrs = [], []
     for img in images:
-        nbytes, decoded = code_array(model, img, device)
+        nbytes, decoded = code_array(model, img, device, quality)
         bpps.append(8 * nbytes / (img.shape[0] * img.shape[1]))
         mse = np.mean((decoded.astype(np.float64) - img.astype(np.float64)) ** 2)
         psnrs.append(10 * math.log10(255**2 / max(mse, 1e-10)))
@@ -219,9 +221,16 @@ def train(opts: TrainOptions) -> dict:
     rank, world = _distributed()
     config = store.load_config(opts.model)
     recipe = config.training
-    if opts.lmbda is None and opts.quality is None:
+    # A continuous-rate model (gain units) trains every level of its λ ladder, one drawn per step,
+    # unless --quality picks one.
+    every_level = config.continuous and opts.quality is None
+    if config.continuous and opts.lmbda is not None:
+        raise CodecError(f"model {config.name!r} trains the λ of its quality levels: give --quality K "
+                         "to train one level, or neither to train them all (not --lambda)")
+    if opts.lmbda is None and opts.quality is None and not every_level:
         raise CodecError("give --quality or --lambda")
-    lmbda = opts.lmbda if opts.lmbda is not None else config.lmbda(opts.quality)
+    lmbda = None if every_level else opts.lmbda if opts.lmbda is not None else config.lmbda(opts.quality)
+    val_quality = (opts.quality or config.default_quality) if config.continuous else None
     batch = opts.batch_size or recipe.batch_size
     patch = opts.patch or recipe.patch
     metric = opts.metric or recipe.metric
@@ -249,8 +258,8 @@ def train(opts: TrainOptions) -> dict:
     init_sha = None
     if opts.init and not (opts.resume and (out / STATE_FILE).exists()):
         loaded = store.load_checkpoint_file(Path(opts.init))
-        if (loaded.config.architecture, loaded.config.norm, loaded.config.N, loaded.config.M) != (
-            config.architecture, config.norm, config.N, config.M
+        if (loaded.config.architecture, loaded.config.norm, loaded.config.N, loaded.config.M, loaded.config.gain_units) != (
+            config.architecture, config.norm, config.N, config.M, config.gain_units
         ):
             raise ModelError(f"--init {opts.init} is a {loaded.config.name} checkpoint of another shape")
         model.load_state_dict(loaded.model.state_dict())
@@ -321,13 +330,17 @@ def train(opts: TrainOptions) -> dict:
             g["lr"] = lr
 
         x = next(data_iter).to(device, non_blocking=True)
-        out_ = net(x)
+        quality, step_lmbda = opts.quality, lmbda
+        if every_level:  # drawn from (seed, step, rank) alone: a resumed run draws the same levels
+            level = random.Random(f"{opts.seed}:{step}:{rank}").randrange(len(config.lambdas))
+            quality, step_lmbda = level + 1, config.lambdas[level]
+        out_ = net(x, quality=quality) if config.continuous else net(x)
         bpp = bits_per_pixel(out_["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
         mse = F.mse_loss(out_["x_hat"], x)
         if metric == "mse":
-            distortion = lmbda * 255**2 * mse
+            distortion = step_lmbda * 255**2 * mse
         else:
-            distortion = lmbda * (1 - ms_ssim(out_["x_hat"].clamp(0, 1), x, data_range=1.0))
+            distortion = step_lmbda * (1 - ms_ssim(out_["x_hat"].clamp(0, 1), x, data_range=1.0))
         loss = distortion + bpp
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -371,7 +384,7 @@ def train(opts: TrainOptions) -> dict:
             running = dict.fromkeys(running, 0.0)
             running["n"] = 0
         if rank == 0 and val_images and step % opts.val_every == 0:
-            row["val_bpp"], row["val_psnr"] = validate(model, val_images, opts.device)
+            row["val_bpp"], row["val_psnr"] = validate(model, val_images, opts.device, val_quality)
         if rank == 0 and row is not None:
             _append_metrics(metrics_path, row)
             if bar is not None:
@@ -387,7 +400,7 @@ def train(opts: TrainOptions) -> dict:
         model.eval()
         model.update(force=True)
         meta = {
-            "quality": opts.quality or 0,
+            "quality": store.EVERY_QUALITY if config.continuous else opts.quality or 0,
             "lambda": lmbda,
             "metric": metric,
             "steps": step,
@@ -396,15 +409,17 @@ def train(opts: TrainOptions) -> dict:
             "data": str(opts.data),
             "init": init_sha,
         }
+        if config.continuous:
+            meta["lambdas"] = list(config.lambdas)
         final = out / "final.safetensors"
         summary["sha256"] = store.save_checkpoint(model, final, **meta)
         summary["checkpoint"] = str(final)
         if val_images:
-            summary["val_bpp"], summary["val_psnr"] = validate(model, val_images, opts.device)
+            summary["val_bpp"], summary["val_psnr"] = validate(model, val_images, opts.device, val_quality)
         if opts.ship:
-            if not opts.quality:
+            if not opts.quality and not config.continuous:
                 raise CodecError("--ship needs --quality")
-            summary["shipped"] = ship_checkpoint(final, opts.model, opts.quality, meta)
+            summary["shipped"] = ship_checkpoint(final, opts.model, meta["quality"], meta)
     if bar is not None:
         bar.close()
     if world > 1:
@@ -428,8 +443,9 @@ def weights_digest(model) -> str:
 
 
 def ship_checkpoint(path: Path, model: str, quality: int, meta: dict, extra: dict | None = None) -> str:
-    """Copy a final checkpoint into ``checkpoints/`` and record it in the manifest."""
-    name = f"{model}-q{quality}.safetensors"
+    """Copy a final checkpoint into ``checkpoints/`` and record it in the manifest (quality
+    ``store.EVERY_QUALITY``: a continuous-rate model's one checkpoint)."""
+    name = f"{model}.safetensors" if quality == store.EVERY_QUALITY else f"{model}-q{quality}.safetensors"
     data = Path(path).read_bytes()
     write_bytes_atomic(store.checkpoints_dir() / name, data, force=True)
     entries = [e for e in store.read_manifest() if not (e["model"] == model and e["quality"] == quality)]

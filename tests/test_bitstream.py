@@ -54,7 +54,8 @@ def test_errors_are_codec_errors():
         (b"", "not an imgcodec file"),
         (b"PNG\x89" + b"\0" * 40, "not an imgcodec file"),
         (b"IMGC", "truncated"),
-        (b"IMGC\x02" + b"\0" * 40, "unsupported format version 2"),
+        (b"IMGC\x03" + b"\0" * 40, "unsupported format version 3"),
+        (b"IMGC\x00" + b"\0" * 40, "unsupported format version 0"),
     ],
 )
 def test_refuses_foreign_and_truncated(data, message):
@@ -112,6 +113,70 @@ def test_bad_mode_and_part_count():
     body[23 + L] = 2  # RGBA needs two parts, the file has one
     with pytest.raises(BitstreamError, match="payload parts"):
         unpack(_recrc(bytes(body)))
+
+
+def test_version_2_layout():
+    """A fractional quality or two latent parts: version 2, quality as a u16 in hundredths."""
+    h = Header("hyperprior-gdn", bytes(range(8)), 3.45, 257, 129, "RGBA", latent_parts=2)
+    data = pack(h, [b"zz", b"yyy", b"a"])
+    L = len(h.model)
+    assert data[4] == 2
+    assert data[6 + L : 14 + L] == bytes(range(8))
+    assert struct.unpack(">H", data[14 + L : 16 + L]) == (345,)
+    assert struct.unpack(">II", data[16 + L : 24 + L]) == (257, 129)
+    assert data[24 + L] == 2  # RGBA
+    assert data[25 + L] == 3  # two latent parts + alpha
+    assert struct.unpack(">III", data[26 + L : 38 + L]) == (2, 3, 1)
+    assert data[38 + L : -4] == b"zzyyya"
+    assert struct.unpack(">I", data[-4:])[0] == zlib.crc32(data[:-4])
+    s = unpack(data)
+    assert s.header == h and s.parts == (b"zz", b"yyy", b"a")
+
+
+@pytest.mark.parametrize("quality,latent,version", [(4, 1, 1), (255, 1, 1), (4, 2, 2), (3.4, 1, 2), (1.01, 2, 2), (255.0, 1, 1)])
+def test_writer_uses_the_oldest_version_that_fits(quality, latent, version):
+    h = Header("m", b"\0" * 8, quality, 3, 2, "L", latent_parts=latent)
+    data = pack(h, [b"p"] * latent)
+    assert data[4] == version
+    back = unpack(data).header
+    assert back == h and type(back.quality) is (int if quality == int(quality) else float)
+
+
+def test_version_1_allows_one_latent_part_only():
+    body = bytearray(pack(HDR, [b"p"])[:-4])
+    L = len(HDR.model)
+    body[24 + L] = 2  # RGB with two parts: a version-2 layout only
+    body[29 + L : 29 + L] = struct.pack(">I", 0)
+    with pytest.raises(BitstreamError, match="payload parts"):
+        unpack(_recrc(bytes(body)))
+
+
+@pytest.mark.parametrize("centi", [0, 99, 25501, 65535])
+def test_version_2_quality_range(centi):
+    h = Header("m", b"\0" * 8, 2.5, 4, 4, "RGB")
+    body = bytearray(pack(h, [b"p"])[:-4])
+    body[15:17] = struct.pack(">H", centi)  # L = 1
+    with pytest.raises(BitstreamError, match="quality"):
+        unpack(_recrc(bytes(body)))
+
+
+@pytest.mark.parametrize("latent", [0, bitstream.MAX_LATENT_PARTS + 1])
+def test_version_2_latent_part_count(latent):
+    with pytest.raises(BitstreamError, match="latent parts"):
+        pack(Header("m", b"\0" * 8, 2, 4, 4, "RGB", latent_parts=latent), [b"p"] * latent)
+    body = bytearray(pack(Header("m", b"\0" * 8, 2.5, 4, 4, "RGB"), [b"p"])[:-4])
+    body[26] = latent  # P
+    body[27:31] = b""
+    body[27:27] = struct.pack(f">{latent}I", *[1] * latent)
+    body[27 + 4 * latent :] = b"p" * latent
+    with pytest.raises(BitstreamError, match="payload parts|truncated"):
+        unpack(_recrc(bytes(body)))
+
+
+@pytest.mark.parametrize("quality", [0, 0.99, 255.01, 2.345, True, "4"])
+def test_pack_refuses_bad_qualities(quality):
+    with pytest.raises(BitstreamError, match="quality"):
+        pack(Header("m", b"\0" * 8, quality, 4, 4, "RGB"), [b"p"])
 
 
 def test_pack_validates():

@@ -1,0 +1,102 @@
+"""A private IMGCODEC_HOME with tiny, briefly trained scale-hyperprior models (shared by
+tests/test_hyperprior.py and tests/test_ratecontrol.py; the real ``checkpoints/`` is never touched).
+
+* ``tinyhp``: gain units over three λ levels, one checkpoint for every quality (trained 60 steps);
+* ``tinyhp-fixed``: no gain units, qualities 1 and 2 shipped as separate checkpoints;
+* ``factorized-gdn``: the repository's shipped default model, copied, so the default still resolves
+  (the fuzz harness's worker builds its seeds with it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from imgcodec import store
+from imgcodec.train import TrainOptions, train
+
+from conftest import ROOT, natural_image
+
+TINY_HP = """
+description = "tiny scale hyperprior with gain units"
+architecture = "hyperprior"
+norm = "gdn"
+N = 16
+M = 24
+gain_units = true
+# λ above the real ladder's: a 16-channel model trained 60 steps still spends bits at level 1
+lambdas = [0.01, 0.05, 0.25]
+default_quality = 2
+[training]
+lr = 2e-3
+batch_size = 4
+patch = 32
+"""
+
+TINY_FIXED = """
+description = "tiny scale hyperprior, one checkpoint per quality"
+architecture = "hyperprior"
+norm = "gdn"
+N = 16
+M = 24
+lambdas = [0.002, 0.05]
+default_quality = 1
+[training]
+lr = 2e-3
+batch_size = 4
+patch = 32
+"""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny models run fastest on one thread, above all on a machine with busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def cli(capsys, *args) -> tuple:
+    """The real entry point in-process: (exit code, stdout, stderr)."""
+    from imgcodec.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(map(str, args)))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def hp_home(tmp_path_factory):
+    base = tmp_path_factory.mktemp("hp")
+    home = base / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "checkpoints").mkdir()
+    (home / "models" / "tinyhp.toml").write_text(TINY_HP)
+    (home / "models" / "tinyhp-fixed.toml").write_text(TINY_FIXED)
+    shutil.copy(ROOT / "models" / "factorized-gdn.toml", home / "models")
+    real = json.loads((ROOT / "checkpoints" / "manifest.json").read_text())["checkpoints"]
+    default = [e for e in real if e["model"] == "factorized-gdn"]
+    for e in default:
+        shutil.copy(ROOT / "checkpoints" / e["file"], home / "checkpoints")
+    (home / "checkpoints" / "manifest.json").write_text(json.dumps({"format": 1, "checkpoints": default}))
+    data = base / "imgs"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(natural_image(48, 40 + 8 * i, seed=i)).save(data / f"{i}.png")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMGCODEC_HOME", str(home))
+        store.load_shipped.cache_clear()
+        common = dict(data=data, workers=0, progress=False, ship=True, threads=1, log_every=10)
+        train(TrainOptions(model="tinyhp", out=base / "run", steps=60, **common))
+        for q in (1, 2):
+            train(TrainOptions(model="tinyhp-fixed", quality=q, out=base / f"run{q}", steps=15, **common))
+        yield home
+        store.load_shipped.cache_clear()
+    torch.set_num_threads(threads)
