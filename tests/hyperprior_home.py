@@ -61,16 +61,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def cli(capsys, *args) -> tuple:
-    """The real entry point in-process: (exit code, stdout, stderr)."""
-    from imgcodec.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(list(map(str, args)))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
 @pytest.fixture(scope="module")
 def hp_home(tmp_path_factory):
     base = tmp_path_factory.mktemp("hp")

@@ -26,8 +26,8 @@ from imgcodec.config import ModelConfig
 from imgcodec.errors import BitstreamError, ModelError
 from imgcodec.norms import NORMS
 
-from conftest import natural_image
-from hyperprior_home import cli, hp_home, one_thread  # noqa: F401 - fixtures
+from conftest import natural_image, run_main
+from hyperprior_home import hp_home, one_thread  # noqa: F401 - fixtures
 
 MODEL = "tinyhp"
 
@@ -351,22 +351,19 @@ def test_bpp_increases_with_quality(hp_home):
 
 
 def test_fractional_quality_on_the_command_line(hp_home, photo, tmp_path, capsys):
-    def run(*args):
-        return cli(capsys, *args)
-
     src, binf, png = tmp_path / "in.png", tmp_path / "o.bin", tmp_path / "o.png"
     photo.save(src)
-    assert run("encode", src, binf, "--model", MODEL, "-q", "2.45")[0] == 0
-    code, out, _ = run("info", binf)
+    assert run_main(capsys, "encode", src, binf, "--model", MODEL, "-q", "2.45")[0] == 0
+    code, out, _ = run_main(capsys, "info", binf)
     assert code == 0 and "quality   2.45" in out and MODEL in out
-    assert run("decode", binf, png)[0] == 0
+    assert run_main(capsys, "decode", binf, png)[0] == 0
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(imgcodec.decode(binf.read_bytes())))
-    code, out, _ = run("models")
+    code, out, _ = run_main(capsys, "models")
     assert "continuous quality 1..3" in out
     for q, msg in [("2.456", "two decimals"), ("3.5", "out of range")]:
-        code, _, err = run("encode", src, binf, "--model", MODEL, "-q", q, "-f")
+        code, _, err = run_main(capsys, "encode", src, binf, "--model", MODEL, "-q", q, "-f")
         assert code == 1 and msg in err and len(err.strip().splitlines()) == 1
-    code, _, err = run("encode", src, tmp_path / "f.bin", "-q", "2.5")  # the factorized default
+    code, _, err = run_main(capsys, "encode", src, tmp_path / "f.bin", "-q", "2.5")  # the factorized default
     assert code == 1 and "integer" in err
 
 

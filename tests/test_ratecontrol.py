@@ -15,8 +15,8 @@ from imgcodec.errors import CodecError
 from imgcodec.imageio import canonicalize
 from imgcodec.ratecontrol import parse_size, search
 
-from conftest import natural_image
-from hyperprior_home import cli, hp_home, one_thread  # noqa: F401 - fixtures
+from conftest import natural_image, run_main
+from hyperprior_home import hp_home, one_thread  # noqa: F401 - fixtures
 
 MODEL = "tinyhp"
 
@@ -114,18 +114,15 @@ def test_target_errors(hp_home, photo):
 
 
 def test_command_line(hp_home, photo, tmp_path, capsys):
-    def run(*args):
-        return cli(capsys, *args)
-
     src = tmp_path / "in.png"
     photo.save(src)
     limit = (_size_at(photo, 1) + _size_at(photo, 3)) // 2
-    code, out, _ = run("encode", src, tmp_path / "a.bin", "--model", MODEL, "--target-size", f"{limit}B")
+    code, out, _ = run_main(capsys, "encode", src, tmp_path / "a.bin", "--model", MODEL, "--target-size", f"{limit}B")
     assert code == 0 and "quality" in out and "bytes" in out
     assert (tmp_path / "a.bin").stat().st_size <= limit
     other = tmp_path / "other.png"
     Image.fromarray(natural_image(64, 64, seed=8)).save(other)
-    code, out, _ = run("encode", src, other, "-o", tmp_path / "many", "--model", MODEL, "--target-bpp", "0.3")
+    code, out, _ = run_main(capsys, "encode", src, other, "-o", tmp_path / "many", "--model", MODEL, "--target-bpp", "0.3")
     assert code == 0 and out.count("quality") == 2  # one line per file: the quality the search chose
     for name in ("in", "other"):
         data = (tmp_path / "many" / f"{name}.bin").read_bytes()
@@ -136,6 +133,6 @@ def test_command_line(hp_home, photo, tmp_path, capsys):
         (("--target-size", "1KB", "-q", "2"), "give one of"),
         (("--target-size", "10"), "too small"),
     ]:
-        code, _, err = run("encode", src, tmp_path / "b.bin", "--model", MODEL, *args)
+        code, _, err = run_main(capsys, "encode", src, tmp_path / "b.bin", "--model", MODEL, *args)
         assert code != 0 and msg in err, err
     assert not (tmp_path / "b.bin").exists()
