@@ -324,7 +324,7 @@ def data_kodak(dest, url, timeout, force):
 @click.option("--docs-dir", type=click.Path(file_okay=False), help="Default: docs.")
 @click.option("--readme", help="README whose results block to rewrite (default: README.md; 'none': skip).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--remeasure", is_flag=True, help="Measure the baselines again even if their files are current.")
+@click.option("--remeasure", is_flag=True, help="Measure baselines and models again even if their result files are current.")
 def report(**kw):
     """Evaluate shipped models and baselines, draw the R-D plot, write docs/results.md and the README block."""
     from . import report as rp
@@ -393,6 +393,50 @@ def ablation(**kw):
 
 
 # --- benchmarks (issue 8) ---
+
+
+@cli.command()
+@click.option("--data", type=click.Path(exists=True, file_okay=False),
+              help="Images to measure, e.g. Kodak (default: the bundled sample).")
+@click.option("--limit", type=int, help="Only the first N images (sorted by name).")
+@click.option("-q", "--quality", "qualities", multiple=True, type=int,
+              help="Quality (repeatable; default: the model's default and its highest shipped).")
+@click.option("--model", help="Model (default: factorized-gdn).")
+@click.option("--reps", type=int, default=3, show_default=True, help="Timed repetitions (medians) after one warm-up.")
+@click.option("--threads", type=int, help="Torch threads (default: torch's, all cores).")
+@click.option("--sections", multiple=True, help="Some of: peer, split, flops, techniques, cli, scaling, train (default: all).")
+@click.option("--scaling-mp", help="Image sizes of the scaling section in megapixels, e.g. 0.1,1,4 (default: 0.1 … 24).")
+@click.option("--cli-images", type=int, default=24, show_default=True, help="Images in the one-call command-line timing (0: time --help only).")
+@click.option("--train-steps", type=int, default=8, show_default=True, help="Steps of the training-throughput run.")
+@click.option("--train-data", type=click.Path(exists=True, file_okay=False), help="Training images (default: --data).")
+@click.option("--clock", type=click.Choice(["cpu", "wall"]),
+              help="Clock of the in-process medians (default: cpu with one thread, else wall).")
+@click.option("--no-compile", "compile_", is_flag=True, help="Skip timing torch.compile (it takes tens of seconds).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write every figure to this JSON file.")
+def bench(qualities, sections, scaling_mp, json_out, compile_, **kw):
+    """Speed and memory against compressai's own pipeline, CLI times, scaling, training throughput."""
+    import json
+
+    from . import bench as b
+
+    opts = b.BenchOptions(qualities=list(qualities) or None, compile=not compile_, **kw)
+    if sections:
+        unknown = set(_comma_list(sections)) - set(b.SECTIONS)
+        if unknown:
+            raise click.BadParameter(f"unknown: {', '.join(sorted(unknown))} (known: {', '.join(b.SECTIONS)})",
+                                     param_hint="--sections")
+        opts.sections = tuple(_comma_list(sections))
+    if scaling_mp:
+        try:
+            opts.scaling_mp = tuple(float(v) for v in _comma_list((scaling_mp,)))
+        except ValueError:
+            raise click.BadParameter(f"numbers expected, not {scaling_mp}", param_hint="--scaling-mp") from None
+    res = b.run(opts, log=click.echo)
+    if json_out:
+        from .atomic import write_bytes_atomic
+
+        write_bytes_atomic(Path(json_out), (json.dumps(res, indent=1, default=str) + "\n").encode(), force=True)
+        click.echo(f"wrote {json_out}")
 
 
 def main(argv: list[str] | None = None) -> None:

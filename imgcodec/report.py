@@ -54,6 +54,27 @@ def _reusable(path: Path, dataset: dict, settings: dict, qualities: list) -> Res
     return old if same else None
 
 
+def _reusable_model(path: Path, dataset: dict, name: str) -> Results | None:
+    """A learned model's result file, if it measured exactly the shipped weights on these images."""
+    from . import results, store
+
+    if not path.is_file():
+        return None
+    try:
+        old = results.load(path)
+    except ResultsError:
+        return None
+    shipped = {e["sha256"] for e in store.read_manifest() if e["model"] == name}
+    measured = {w.get("sha256") for w in old.settings.get("weights", {}).values()}
+    same = (
+        old.kind == "learned"
+        and old.dataset.get("sha256") == dataset["sha256"]
+        and measured == shipped
+        and old.results.get("quality") == store.shipped_qualities(name)
+    )
+    return old if same else None
+
+
 def build(
     data: Path,
     results_dir: Path,
@@ -91,7 +112,12 @@ def build(
         else:
             measured[base.name] = bl.evaluate_baseline(base.name, data, limit=limit, progress=progress)
     for name in models:
-        measured[name] = evaluate_model(data, model=name, device=device, limit=limit, progress=progress)
+        old = None if remeasure else _reusable_model(Path(results_dir) / f"{name}.json", dataset, name)
+        if old is not None:
+            measured[name] = old
+            reused.append(name)
+        else:
+            measured[name] = evaluate_model(data, model=name, device=device, limit=limit, progress=progress)
 
     rd = Path(results_dir)
     learned = [r.curve(str(rd / f"{s}.json")) for s, r in measured.items() if r.kind == "learned"]

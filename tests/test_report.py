@@ -59,6 +59,9 @@ def test_report_on_a_reduced_set(data, tmp_path):
     # A second run measures the baselines again only if something changed: here nothing did.
     lines = rp.run(**kw)
     assert f"reused {results / 'jpeg.json'} (same images and settings)" in lines
+    for name in {e["model"] for e in store.read_manifest()}:  # the same shipped weights: reused too
+        assert f"reused {results / (name + '.json')} (same images and settings)" in lines
+    assert not any(line.startswith("reused") for line in rp.run(**kw, remeasure=True))
     assert rp.run(**kw) and readme.read_text().count(rp.README_END) == 1
 
 
