@@ -71,6 +71,12 @@ def decode_symbols(payload: bytes, tables, plane: int) -> np.ndarray:
     Bit-exact with compressai's ``decode_with_indexes`` on every stream its encoder writes; raises
     ``BitstreamError`` on anything else.
     """
+    from . import rans_jit  # this loop compiled with numba, where that pays (see rans_jit.py)
+
+    if rans_jit.wanted(len(tables) * plane):
+        if len(payload) < 8 or len(payload) % 4:
+            _words(payload)  # the length error
+        return rans_jit.decode(payload, tables, plane).reshape(len(tables), plane)
     words = _words(payload)
     nwords = len(words)
     x = words[0] | (words[1] << 32)

@@ -25,6 +25,8 @@ import torch
 from compressai.layers import GDN
 from torch import nn
 
+from . import fastpath
+
 STRIDE = 16  # pixels per latent of the factorized model
 HALO = 2  # latents of context on each inner side of a tile (32 pixels ≥ the 30-pixel footprint)
 DEFAULT_TILE = 64  # latents per tile side (1024 pixels)
@@ -93,7 +95,7 @@ def analysis(model, rgb: np.ndarray, device: str = "cpu", tile: int | None = Non
         q0, q1 = ctx_c.start * STRIDE, ctx_c.stop * STRIDE
         x = array_to_tensor(rgb[p0:min(p1, h), q0:min(q1, w)], device)
         x = pad_image(x, p1 - p0, q1 - q0)
-        part = model.g_a(x)
+        part = fastpath.run(model.g_a, x)  # channels-last on the CPU (docs/performance.md)
         if y is None:
             y = torch.empty((1, part.shape[1], lh, lw), dtype=part.dtype, device=part.device)
         y[..., rows, cols] = part[
@@ -111,7 +113,7 @@ def synthesis(model, y_hat: torch.Tensor, height: int, width: int, device: str =
     t = tile_size(lh, lw, tile, model)
     out = np.empty((height, width, 3), dtype=np.uint8)
     for rows, cols, ctx_r, ctx_c in tiles(lh, lw, t):
-        x_hat = model.g_s(y_hat[..., ctx_r, ctx_c].to(device)).clamp_(0, 1)
+        x_hat = fastpath.run(model.g_s, y_hat[..., ctx_r, ctx_c].to(device)).clamp_(0, 1)
         p0, p1 = rows.start * STRIDE, min(rows.stop * STRIDE, height)
         q0, q1 = cols.start * STRIDE, min(cols.stop * STRIDE, width)
         r, c = ctx_r.start * STRIDE, ctx_c.start * STRIDE
