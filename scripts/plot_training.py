@@ -19,9 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def read(path: Path) -> list[dict]:
+def read(path: Path, validated: bool = True) -> list[dict]:
     with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if r.get("val_bpp")]
+        return [r for r in csv.DictReader(f) if r.get("val_bpp") or not validated]
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     offset = 0.0
     if args.base:
-        base_rows = read(args.base)
+        base_rows = read(args.base, validated=False)  # the base ends at its last logged step
         offset = float(base_rows[-1]["seconds"]) if base_rows else 0.0
     fig, (ax_bpp, ax_psnr) = plt.subplots(1, 2, figsize=(11, 4))
     for path in args.metrics:
