@@ -37,7 +37,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def _reusable(path: Path, dataset: dict, settings: dict, qualities: list) -> Results | None:
+def _previous(path: Path, dataset: dict) -> Results | None:
+    """The result file at ``path`` if it is readable and measured these very images."""
     from . import results
 
     if not path.is_file():
@@ -46,32 +47,26 @@ def _reusable(path: Path, dataset: dict, settings: dict, qualities: list) -> Res
         old = results.load(path)
     except ResultsError:
         return None
-    same = (
-        old.dataset.get("sha256") == dataset["sha256"]
-        and old.settings == settings
-        and old.results.get("quality") == sorted(qualities)
-    )
+    return old if old.dataset.get("sha256") == dataset["sha256"] else None
+
+
+def _reusable(path: Path, dataset: dict, settings: dict, qualities: list) -> Results | None:
+    """A baseline's result file, if measured with the same settings and qualities."""
+    old = _previous(path, dataset)
+    same = old is not None and old.settings == settings and old.results.get("quality") == sorted(qualities)
     return old if same else None
 
 
 def _reusable_model(path: Path, dataset: dict, name: str) -> Results | None:
     """A learned model's result file, if it measured exactly the shipped weights on these images."""
-    from . import results, store
+    from . import store
 
-    if not path.is_file():
-        return None
-    try:
-        old = results.load(path)
-    except ResultsError:
+    old = _previous(path, dataset)
+    if old is None or old.kind != "learned":
         return None
     shipped = {e["sha256"] for e in store.read_manifest() if e["model"] == name}
     measured = {w.get("sha256") for w in old.settings.get("weights", {}).values()}
-    same = (
-        old.kind == "learned"
-        and old.dataset.get("sha256") == dataset["sha256"]
-        and measured == shipped
-        and old.results.get("quality") == store.shipped_qualities(name)
-    )
+    same = measured == shipped and old.results.get("quality") == store.shipped_qualities(name)
     return old if same else None
 
 
