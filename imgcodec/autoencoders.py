@@ -87,7 +87,10 @@ class FactorizedPrior(CompressionModel):
         return {"strings": [strings], "shape": tuple(y.shape[-2:])}
 
     def decompress(self, strings: list, shape: tuple[int, int]) -> dict:
-        y_hat = self.entropy_bottleneck.decompress(strings[0], shape)
+        # compressai's own decoder reads past its buffer on crafted payloads: use the checked one.
+        from .rans import decode_latent
+
+        y_hat = decode_latent(self.entropy_bottleneck, strings[0][0], shape)
         x_hat = self.g_s(y_hat).clamp_(0, 1)
         return {"x_hat": x_hat, "y_hat": y_hat}
 
