@@ -423,26 +423,48 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
     # makes torch read it as NCHW (see fastpath.py), so every layer runs NCHW.
     n_, c_, h_, w_ = xcl.shape
     view_of_array = xcl.as_strided(xcl.shape, (c_, 1, w_ * c_, c_))
+    from compressai.layers import GDN
+
+    def inplace_gdn():  # the whole tensor at once, in place (one temporary less)
+        with torch.inference_mode():
+            for seq, inp in ((model.g_a, xcl), (model.g_s, ycl)):
+                a = inp
+                for m in seq:
+                    a = _gdn_inplace(m, a) if isinstance(m, GDN) else m(a)
+
+    import copy
+
+    wcl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+    def weights_cl():
+        with torch.inference_mode():
+            fastpath.run(wcl.g_a, x)
+            fastpath.run(wcl.g_s, y_hat)
+
+    def no_onednn():
+        prev = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            transforms(xcl, ycl, torch.inference_mode)()
+        finally:
+            torch.backends.mkldnn.enabled = prev
+
+    # All the variants take turns within each repetition: load drift hits them alike.
     variants = {
         "baseline: NCHW, no_grad": transforms(x, y_hat, torch.no_grad),
         "inference_mode, NCHW": transforms(x, y_hat, torch.inference_mode),
         "+ g_a input: the HWC array's view as it comes (read as NCHW)": transforms(view_of_array, ycl, torch.inference_mode),
         "+ channels-last, canonical strides": transforms(xcl, ycl, torch.inference_mode),
         "+ banded GDN (fastpath.run: shipped)": shipped,
+        "channels-last + whole-tensor in-place GDN (not shipped)": inplace_gdn,
+        "shipped + weights channels-last (not shipped)": weights_cl,
+        "channels-last, oneDNN disabled": no_onednn,
     }
     t = {k: v[CLOCK] for k, v in _alternate(variants, reps).items()}
     base = t["baseline: NCHW, no_grad"]
     for k, v in t.items():
         res[k] = {"s": v, "speedup": base / v}
-    # oneDNN off (torch's own kernels), channels-last
-    prev = torch.backends.mkldnn.enabled
-    try:
-        torch.backends.mkldnn.enabled = False
-        v = _median_time(transforms(xcl, ycl, torch.inference_mode), max(1, reps // 2))
-    finally:
-        torch.backends.mkldnn.enabled = prev
-    res["channels-last, oneDNN disabled"] = {"s": v, "speedup": base / v}
-    # threads
+    # threads (wall clock: CPU seconds of two threads would count both)
     n0 = torch.get_num_threads()
     walls = {}
     for n in sorted({1, os.cpu_count() or 1}):
@@ -453,28 +475,6 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
             torch.set_num_threads(n0)
     for n, v in walls.items():
         res[f"channels-last, {n} thread(s), wall clock"] = {"s": v, "speedup": walls[1] / v}
-    # whole-tensor in-place GDN (one temporary less; not shipped: the banded one is faster)
-    from compressai.layers import GDN
-
-    def inplace_run():
-        with torch.inference_mode():
-            for seq, inp in ((model.g_a, xcl), (model.g_s, ycl)):
-                a = inp
-                for m in seq:
-                    a = _gdn_inplace(m, a) if isinstance(m, GDN) else m(a)
-    v = _median_time(inplace_run, reps)
-    res["channels-last + whole-tensor in-place GDN (not shipped)"] = {"s": v, "speedup": base / v}
-    # model weights channels-last too (not shipped: it would change the loaded model in place)
-    import copy
-
-    wcl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-
-    def weights_cl():
-        with torch.inference_mode():
-            fastpath.run(wcl.g_a, x)
-            fastpath.run(wcl.g_s, y_hat)
-    v = _median_time(weights_cl, reps)
-    res["shipped + weights channels-last (not shipped)"] = {"s": v, "speedup": base / v}
     # entropy decoding: compressai's native decoder (unchecked), our Python loop, our compiled loop
     eb = model.entropy_bottleneck
     with torch.inference_mode():
