@@ -109,7 +109,6 @@ def save_checkpoint(model, path: Path, **meta: object) -> str:
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    # The lower bound helper buffers are constants compressai recreates; keep the file minimal.
     metadata = {"format": CHECKPOINT_FORMAT, "config": model.config.to_json()}
     metadata.update({k: json.dumps(v) for k, v in meta.items()})
     data = save(tensors, metadata=metadata)

@@ -190,6 +190,7 @@ def load_state(path: Path, model, opt, aux_opt) -> tuple[int, float]:
 @torch.no_grad()
 def validate(model, images: list[np.ndarray], device: str = "cpu", quality=None) -> tuple[float, float]:
     from .codec import code_array
+    from .evaluate import bpp, psnr
 
     was_training = model.training
     model.eval()
@@ -197,9 +198,8 @@ def validate(model, images: list[np.ndarray], device: str = "cpu", quality=None)
     bpps, psnrs = [], []
     for img in images:
         nbytes, decoded = code_array(model, img, device, quality)
-        bpps.append(8 * nbytes / (img.shape[0] * img.shape[1]))
-        mse = np.mean((decoded.astype(np.float64) - img.astype(np.float64)) ** 2)
-        psnrs.append(10 * math.log10(255**2 / max(mse, 1e-10)))
+        bpps.append(bpp(nbytes, img.shape[1], img.shape[0]))
+        psnrs.append(psnr(img, decoded))
     model.train(was_training)
     return float(np.mean(bpps)), float(np.mean(psnrs))
 
@@ -315,7 +315,9 @@ def train(opts: TrainOptions) -> dict:
     model.train()
     last_ckpt = time.monotonic()
     t_start = time.monotonic() - seconds
-    running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
+    # Sums of loss, bpp, mse, aux since the last log row, kept on the device: reading them back
+    # every step would stall a GPU on each step.
+    sums, count = torch.zeros(4, device=device), 0
     data_iter = iter(loader)
     while True:
         elapsed = time.monotonic() - t_start
@@ -357,39 +359,38 @@ def train(opts: TrainOptions) -> dict:
         aux_opt.step()
 
         step += 1
-        running["loss"] += loss.item()
-        running["bpp"] += bpp.item()
-        running["mse"] += mse.item()
-        running["aux"] += aux.item()
-        running["n"] += 1
+        sums += torch.stack([loss.detach(), bpp.detach(), mse.detach(), aux.detach()])
+        count += 1
         if bar is not None:
             bar.update(1)
-        if not math.isfinite(loss.item()):
-            raise CodecError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
 
         row = None
-        if step % opts.log_every == 0 or (opts.val and step % opts.val_every == 0):
-            n = max(running["n"], 1)
-            mean_mse = running["mse"] / n
+        log_now = step % opts.log_every == 0 or (opts.val and step % opts.val_every == 0)
+        save_now = rank == 0 and time.monotonic() - last_ckpt >= opts.checkpoint_seconds
+        if log_now or save_now:  # never log or save a diverged state
+            mean_loss, mean_bpp, mean_mse, mean_aux = (sums / max(count, 1)).tolist()
+            if not math.isfinite(mean_loss):
+                raise CodecError(f"training diverged by step {step} (loss {mean_loss}); lower --lr")
+        if log_now:
             row = {
                 "step": step,
                 "seconds": round(time.monotonic() - t_start, 2),
                 "lr": lr,
-                "loss": running["loss"] / n,
-                "bpp": running["bpp"] / n,
+                "loss": mean_loss,
+                "bpp": mean_bpp,
                 "mse": mean_mse,
                 "psnr": 10 * math.log10(1 / max(mean_mse, 1e-10)),
-                "aux": running["aux"] / n,
+                "aux": mean_aux,
             }
-            running = dict.fromkeys(running, 0.0)
-            running["n"] = 0
+            sums.zero_()
+            count = 0
         if rank == 0 and val_images and step % opts.val_every == 0:
             row["val_bpp"], row["val_psnr"] = validate(model, val_images, opts.device, val_quality)
         if rank == 0 and row is not None:
             _append_metrics(metrics_path, row)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}", psnr=f"{row['psnr']:.2f}")
-        if rank == 0 and time.monotonic() - last_ckpt >= opts.checkpoint_seconds:
+        if save_now:
             save_state(out / STATE_FILE, model, opt, aux_opt, step, time.monotonic() - t_start, options_json)
             last_ckpt = time.monotonic()
 
