@@ -96,6 +96,7 @@ class StudyOptions:
     lr: float | None = None
     seed: int = 0
     workers: int = 1
+    threads: int | None = None  # torch threads per run (one per core when shards run side by side)
     device: str = "cpu"
     eval_limit: int | None = None
     progress: bool = True
@@ -267,6 +268,10 @@ def run_study(opts: StudyOptions, log=print) -> dict:
 
     _check_folders(opts)
     runs = plan(opts)
+    if opts.threads:  # evaluation too, also of a run trained earlier
+        import torch
+
+        torch.set_num_threads(opts.threads)
     out = Path(opts.out)
     work = Path(opts.work) if opts.work else out / "runs"
     home = work / "home"
@@ -332,7 +337,7 @@ def train_run(run: Run, config: ModelConfig, settings: dict, opts: StudyOptions,
         train(TrainOptions(
             model=config.name, data=Path(opts.data), out=folder, quality=run.quality, steps=opts.steps,
             minutes=opts.minutes, resume=True, batch_size=run.batch_size, patch=opts.patch, lr=opts.lr,
-            checkpoint_seconds=60.0, seed=opts.seed, workers=opts.workers, device=opts.device,
+            checkpoint_seconds=60.0, seed=opts.seed, workers=opts.workers, threads=opts.threads, device=opts.device,
             progress=opts.progress,
         ))
     return final
@@ -512,6 +517,54 @@ def report(out: Path, runs: Sequence[Run] = (), main_batch: int | None = None, s
         plot(plottable, out / "rd.png", title=title, force=True)
     log(md)
     return summary
+
+
+def ship(out: Path, work: Path | None = None, log=print) -> list[str]:
+    """Ship the main-axis runs' weights as the variants' rate points, so that ``imgcodec encode
+    --model factorized-rbn`` (and the decoder of its files) uses what the study trained.
+
+    The reference is left out: ``factorized-gdn``'s shipped weights are the product's own, trained
+    far longer at full width.  Only weights that are exactly the evaluated ones are shipped (their
+    sha256 is in the run's result), and each manifest entry names the study (``study``: its widths
+    and budget) and carries the run's Kodak-style figures from that evaluation.
+    """
+    from . import store
+    from .train import ship_checkpoint
+
+    out = Path(out)
+    work = Path(work) if work else out / "runs"
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        main_batch = summary["main_batch_size"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise StudyError(f"no study summary in {out} ({exc.__class__.__name__}): run the study first") from None
+    if summary.get("runs_missing"):
+        raise StudyError(f"the study in {out} is incomplete ({', '.join(summary['runs_missing'])}): finish it before shipping")
+    shipped = []
+    for point in load_points(out):
+        a = point.settings["ablation"]
+        if a["batch_size"] != main_batch or a["norm"] == REFERENCE:
+            continue
+        key = Run(a["norm"], a["quality"], a["batch_size"]).key
+        final = work / key / "final.safetensors"
+        if not final.exists():
+            raise StudyError(f"{final} is missing: the weights of {key} cannot be shipped")
+        evaluated = point.settings["weights"][str(a["quality"])]["sha256"]
+        if store.sha256_file(final) != evaluated:
+            raise StudyError(f"{final} is not the checkpoint that was evaluated for {key}: evaluate it again")
+        meta = store.load_checkpoint_file(final, expected_sha256=evaluated).meta
+        bpp, psnr = point.results["bpp"][0], point.results["psnr-rgb"][0]
+        extra = {
+            "data": f"{a['data']['name']}/ ({a['data']['images']} images)",
+            "study": (f"normalization ablation (docs/ablation.md): N={a['N']}, M={a['M']}, batch {a['batch_size']}, "
+                      + (f"{a['steps']} steps" if a["steps"] else f"{a['minutes']} minutes")),
+            point.dataset.get("name", "eval"): {"bpp": round(bpp, 4), "psnr": None if psnr is None else round(psnr, 3)},
+        }
+        meta = {k: meta[k] for k in ("lambda", "metric", "steps", "train_seconds", "device") if k in meta}
+        name = ship_checkpoint(final, variant_name(a["norm"]), a["quality"], meta, extra)
+        log(f"shipped {key} as checkpoints/{name}")
+        shipped.append(name)
+    return shipped
 
 
 def summary_markdown(s: dict) -> str:

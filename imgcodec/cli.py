@@ -161,7 +161,8 @@ def models():
         if cfg.continuous:
             click.echo(f"  continuous quality {cfg.qualities.start}..{cfg.qualities.stop - 1} (hundredths), one set of weights")
         for q in cfg.qualities:
-            mark = "shipped" if q in shipped else "not trained"
+            entry = store.manifest_entry(name, q) if q in shipped else None
+            mark = "not trained" if entry is None else "shipped" + (f" ({entry['study']})" if entry.get("study") else "")
             click.echo(f"  q{q}  lambda={cfg.lmbda(q):<7g} {mark}")
 
 
@@ -358,17 +359,23 @@ def report(**kw):
 @click.option("--lr", type=float, help="Learning rate (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Data-loader processes per run.")
+@click.option("--threads", type=int, help="Torch threads per run (default: torch's, all cores).")
 @click.option("--eval-limit", type=int, help="Evaluate on the first N images only (a trial).")
 @click.option("--only", multiple=True, help="Only these runs (NORM-qQ-bB) or norms: one shard of the study.")
 @click.option("--report-only", is_flag=True, help="Only rebuild curves, tables and plot from the evaluated runs.")
+@click.option("--ship", is_flag=True,
+              help="After the study, ship its main-axis weights (all norms but gdn) into checkpoints/ as the variants' rate points.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 def ablation(**kw):
     """Normalization ablation: train every norm under one budget, evaluate, BD-rate against gdn (resumable)."""
     from . import ablation as ab
 
     lists = {k: _comma_list(kw.pop(k)) for k in ("norms", "qualities", "batch_sizes", "batch_norms", "batch_qualities", "only")}
+    ship = kw.pop("ship")
     if kw.pop("report_only"):
         ab.report(Path(kw["out"]), log=click.echo)
+        if ship:
+            ab.ship(Path(kw["out"]), Path(kw["work"]) if kw["work"] else None, log=click.echo)
         return
     if not kw["data"] or not kw["eval_dir"]:
         raise click.UsageError("give --data (training images) and --eval (evaluation images)")
@@ -390,6 +397,8 @@ def ablation(**kw):
     if lists["batch_norms"]:
         opts.batch_norms = () if lists["batch_norms"] == ["none"] else tuple(lists["batch_norms"])
     ab.run_study(opts, log=click.echo)
+    if ship:
+        ab.ship(opts.out, opts.work, log=click.echo)
 
 
 # --- benchmarks (issue 8) ---

@@ -92,7 +92,9 @@ def build(
     images = load_images(data, limit)
     dataset = dataset_info(data, images)
     if models is None:
-        models = sorted({e["model"] for e in store.read_manifest()})
+        # A study's weights (the ablation's variants, narrower and trained briefly) are reported by
+        # the study itself, not as the product's curves.
+        models = sorted({e["model"] for e in store.read_manifest() if not e.get("study")})
         if not models:
             raise CodecError("no shipped models to report (checkpoints/manifest.json lists none)")
     measured: dict[str, Results] = {}

@@ -189,6 +189,54 @@ def test_tiny_study_runs_resumes_and_refuses_to_mix(tiny, tmp_path):
     assert (out / "summary.md").exists() and "## Batch size" in r.output
 
 
+def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tmp_path):
+    from imgcodec import codec
+
+    with pytest.raises(StudyError, match="no study summary"):
+        ablation.ship(tiny.out)
+    shard = dataclasses.replace(tiny, only=("mabn-q2-b4",))
+    ablation.run_study(shard, log=lambda _: None)
+    with pytest.raises(StudyError, match="incomplete"):  # a shard's summary lists the runs still missing
+        ablation.ship(tiny.out)
+    ablation.run_study(tiny, log=lambda _: None)
+    logs: list[str] = []
+    shipped = ablation.ship(tiny.out, log=logs.append)
+    # the main axis (batch 4 here) but the reference: gdn's shipped weights are the product's own
+    assert shipped == ["factorized-mabn-q2.safetensors", "factorized-mabn-q6.safetensors"]
+    assert logs == ["shipped mabn-q2-b4 as checkpoints/factorized-mabn-q2.safetensors",
+                    "shipped mabn-q6-b4 as checkpoints/factorized-mabn-q6.safetensors"]
+    point = json.loads((tiny.out / "points" / "mabn-q6-b4.json").read_text())
+    entry = store.manifest_entry("factorized-mabn", 6)
+    assert entry["sha256"] == point["settings"]["weights"]["6"]["sha256"] == store.sha256_file(
+        bare_home / "checkpoints" / "factorized-mabn-q6.safetensors")
+    assert entry["study"] == "normalization ablation (docs/ablation.md): N=8, M=8, batch 4, 2 steps"
+    assert entry["eval"] == {"bpp": round(point["results"]["bpp"][0], 4),
+                             "psnr": round(point["results"]["psnr-rgb"][0], 3)}
+    assert entry["lambda"] == 0.0483 and entry["steps"] == 2
+    assert store.manifest_entry("factorized-gdn", 2) is None
+
+    # the shipped variant encodes, and its file decodes (naming its model) to the encoder's reconstruction
+    import torch
+
+    rgb = natural_image(32, 48, seed=10)  # the first evaluation image, a multiple of 16
+    data = codec.encode(Image.fromarray(rgb), model="factorized-mabn", quality=6)
+    assert codec.read_info(data).header.model == "factorized-mabn"
+    loaded = store.load_shipped("factorized-mabn", 6)
+    assert (loaded.config.N, loaded.config.M) == (8, 8)  # the study's widths, from the checkpoint itself
+    with torch.inference_mode():
+        expected = codec.tensor_to_array(loaded.model.reconstruct(codec.array_to_tensor(rgb)))
+    assert np.array_equal(np.asarray(codec.decode(data)), expected)
+    r = run_cli("models", env={"IMGCODEC_HOME": str(bare_home)})
+    assert "  q6  lambda=0.0483  shipped (normalization ablation (docs/ablation.md): N=8, M=8, batch 4, 2 steps)" in r.stdout
+    assert "  q4  lambda=0.013   not trained" in r.stdout
+
+    # weights that are not the evaluated ones are refused
+    final = tiny.out / "runs" / "mabn-q2-b4" / "final.safetensors"
+    final.write_bytes(final.read_bytes() + b" ")
+    with pytest.raises(StudyError, match="is not the checkpoint that was evaluated for mabn-q2-b4"):
+        ablation.ship(tiny.out)
+
+
 def test_study_refuses_to_evaluate_on_training_images(tiny):
     with pytest.raises(StudyError, match="must not be part of the training images"):
         ablation.run_study(dataclasses.replace(tiny, eval=tiny.data), log=lambda _: None)
