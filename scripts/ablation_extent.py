@@ -50,6 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="the study's results folder (points/, runs/)")
     ap.add_argument("--eval", type=Path, required=True, help="evaluation images (the study's)")
+    ap.add_argument("--work", type=Path, help="the study's training folders (default: OUT/runs)")
     ap.add_argument("-q", "--quality", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -63,7 +64,9 @@ def main() -> None:
         if a["batch_size"] != main_batch:
             continue
         key = f"{a['norm']}-q{a['quality']}-b{a['batch_size']}"
-        model = store.load_checkpoint_file(args.out / "runs" / key / "final.safetensors").model.eval()
+        final = (args.work or args.out / "runs") / key / "final.safetensors"
+        evaluated = p.settings["weights"][str(a["quality"])]["sha256"]
+        model = store.load_checkpoint_file(final, expected_sha256=evaluated).model.eval()
         row = {"norm": a["norm"], "run": key, "patch": a["patch"], "psnr": {}}
         with torch.inference_mode():
             for size in TILES:

@@ -353,6 +353,24 @@ def test_centralized_convolutions():
     assert torch.allclose(deconv.weight.grad.sum(dim=(0, 2, 3)), torch.zeros(3, dtype=torch.float64), atol=1e-9)
 
 
+def test_mabn_analysis_cannot_see_the_level_of_flat_grey():
+    """The consequence that docs/ablation.md measures: with weight centralization on the image-facing
+    convolution, a uniform grey (R = G = B) gives that convolution its bias alone, so far from the
+    frame's edge (whose zero padding is a step) the latents of every grey level are the same; GDN's
+    analysis tells them apart."""
+    from imgcodec.autoencoders import build_model
+
+    def centre_latents(name, level):
+        torch.manual_seed(0)
+        model = build_model(_config(name)).eval()
+        with torch.no_grad():
+            y = model.g_a(torch.full((1, 3, 256, 256), level))
+        return y[..., 6:10, 6:10]  # latents 96 px and more from every edge: beyond g_a's footprint
+
+    assert torch.allclose(centre_latents("mabn", 0.25), centre_latents("mabn", 0.75), atol=1e-5)
+    assert not torch.allclose(centre_latents("gdn", 0.25), centre_latents("gdn", 0.75), atol=1e-2)
+
+
 # ---------------------------------------------------------------------------------------------
 # Every registered norm (parametrized over NORMS)
 
