@@ -258,11 +258,16 @@ def train(opts: TrainOptions) -> dict:
     init_sha = None
     if opts.init and not (opts.resume and (out / STATE_FILE).exists()):
         loaded = store.load_checkpoint_file(Path(opts.init))
-        if (loaded.config.architecture, loaded.config.norm, loaded.config.N, loaded.config.M, loaded.config.gain_units) != (
-            config.architecture, config.norm, config.N, config.M, config.gain_units
-        ):
+        src, dst = loaded.config, config
+        if (src.architecture, src.norm, src.N, src.M, src.gain_units) == (dst.architecture, dst.norm, dst.N, dst.M, dst.gain_units):
+            model.load_state_dict(loaded.model.state_dict())
+        elif (src.norm, src.N, src.M, dict(src.norm_options)) == (dst.norm, dst.N, dst.M, dict(dst.norm_options)):
+            # Another architecture with the same g_a/g_s (e.g. a hyperprior from a trained factorized
+            # model): the transforms carry over, the entropy models and gains start fresh.
+            for name in ("g_a", "g_s"):
+                getattr(model, name).load_state_dict(getattr(loaded.model, name).state_dict())
+        else:
             raise ModelError(f"--init {opts.init} is a {loaded.config.name} checkpoint of another shape")
-        model.load_state_dict(loaded.model.state_dict())
         init_sha = loaded.sha256
 
     net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]

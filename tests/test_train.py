@@ -144,6 +144,27 @@ def test_init_refuses_other_shape(home, images, tmp_path):
         train(opts(home, images, tmp_path / "x", model="wide", steps=1, init=Path(base["checkpoint"])))
 
 
+def test_init_across_architectures_carries_the_transforms_only(home, images, tmp_path):
+    import torch
+
+    (home / "models" / "tinyhp.toml").write_text(
+        TINY.replace('architecture = "factorized"', 'architecture = "hyperprior"\ngain_units = true'))
+    base = train(opts(home, images, tmp_path / "base", steps=3))
+    hp = train(opts(home, images, tmp_path / "hp", model="tinyhp", steps=0, quality=None, init=Path(base["checkpoint"])))
+    src = store.load_checkpoint_file(Path(base["checkpoint"])).model
+    dst = store.load_checkpoint_file(Path(hp["checkpoint"]))
+    assert dst.config.architecture == "hyperprior" and dst.meta["init"] == base["sha256"]
+    for name in ("g_a", "g_s"):
+        a, b = getattr(src, name).state_dict(), getattr(dst.model, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the factorized model's entropy bottleneck (M channels) is not the hyperprior's (N channels, of z)
+    assert dst.model.entropy_bottleneck.quantiles.shape[0] == 16
+    (home / "models" / "tinyhp-bn.toml").write_text(
+        TINY.replace('architecture = "factorized"', 'architecture = "hyperprior"').replace('norm = "gdn"', 'norm = "bn"'))
+    with pytest.raises(ModelError, match="another shape"):  # other transforms: refused
+        train(opts(home, images, tmp_path / "x", model="tinyhp-bn", steps=1, quality=1, init=Path(base["checkpoint"])))
+
+
 def test_ship_writes_checkpoint_and_manifest(home, images, tmp_path):
     import imgcodec
 
