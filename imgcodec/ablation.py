@@ -471,12 +471,18 @@ def report(out: Path, runs: Sequence[Run] = (), main_batch: int | None = None, s
             if c.settings["ablation"]["batch_size"] == main_batch}
     anchor = main.get(f"{REFERENCE}-b{main_batch}")
     first = next(iter(curves.values()))
+    planned = [r.key for r in runs]
+    if not planned:  # --report-only: the plan of the study that wrote the folder (ship checks it)
+        try:
+            planned = json.loads((out / "summary.json").read_text(encoding="utf-8"))["runs_planned"]
+        except (OSError, ValueError, KeyError):
+            planned = []
     summary = {
         "study": study,
         "evaluation": first.dataset,
         "main_batch_size": main_batch,
-        "runs_planned": [r.key for r in runs],
-        "runs_missing": [r.key for r in runs if r.key not in by_key],
+        "runs_planned": planned,
+        "runs_missing": [k for k in planned if k not in by_key],
         "ignored": sorted(f"{p.name} q{p.settings['ablation'].get('quality')}" for p in ignored),
         "main": [],
         "batch": [],

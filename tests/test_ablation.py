@@ -187,6 +187,10 @@ def test_tiny_study_runs_resumes_and_refuses_to_mix(tiny, tmp_path):
     r = CliRunner().invoke(cli, ["ablation", "--report-only", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert (out / "summary.md").exists() and "## Batch size" in r.output
+    assert sorted(json.loads((out / "summary.json").read_text())["runs_planned"]) == sorted(keys)  # the plan is kept
+    (out / "points" / "mabn-q6-b2.json").unlink()
+    r = CliRunner().invoke(cli, ["ablation", "--report-only", "--out", str(out)])
+    assert json.loads((out / "summary.json").read_text())["runs_missing"] == ["mabn-q6-b2"]
 
 
 def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tmp_path):
