@@ -3,7 +3,8 @@
 
     python scripts/record_kodak.py results/kodak/factorized-gdn.json
 
-Only entries whose weights are the ones evaluated (same sha256) are updated.
+Only entries whose weights are the ones evaluated (same sha256) are updated; a continuous model's one
+checkpoint gets its figures per quality ({"1": {"bpp": …, "psnr": …}, …}).
 """
 
 from __future__ import annotations
@@ -22,14 +23,24 @@ def main(path: str) -> None:
     model = res["name"]
     means = res["results"]
     entries = store.read_manifest()
+    weights = res["settings"]["weights"]
+
+    def figures(i: int) -> dict:
+        return {"bpp": round(means["bpp"][i], 4), "psnr": round(means["psnr-rgb"][i], 3)}
+
     for entry in entries:
-        if entry["model"] != model or entry["quality"] not in means["quality"]:
+        if entry["model"] != model:
             continue
-        evaluated = res["settings"]["weights"].get(str(entry["quality"]), {}).get("sha256")
-        if evaluated != entry["sha256"]:
+        if entry["quality"] == store.EVERY_QUALITY:  # a continuous model: one checkpoint, every quality
+            mine = [i for i, q in enumerate(means["quality"]) if weights.get(str(q), {}).get("sha256") == entry["sha256"]]
+            if mine:
+                entry["kodak"] = {str(means["quality"][i]): figures(i) for i in mine}
+            continue
+        if entry["quality"] not in means["quality"]:
+            continue
+        if weights.get(str(entry["quality"]), {}).get("sha256") != entry["sha256"]:
             continue  # a result of other weights: leave the entry alone
-        i = means["quality"].index(entry["quality"])
-        entry["kodak"] = {"bpp": round(means["bpp"][i], 4), "psnr": round(means["psnr-rgb"][i], 3)}
+        entry["kodak"] = figures(means["quality"].index(entry["quality"]))
     store.write_manifest(entries)
 
 
