@@ -292,7 +292,9 @@ def evaluate_model(
         "config": json.loads(config.to_json()),
         **source,
         "weights": {
-            str(q): {"sha256": m.sha256, "lambda": m.meta.get("lambda"), "steps": m.meta.get("steps")}
+            # A continuous model's one checkpoint has no λ of its own: each quality has its level's.
+            str(q): {"sha256": m.sha256, "lambda": m.config.lmbda(q) if m.config.continuous else m.meta.get("lambda"),
+                     "steps": m.meta.get("steps")}
             for q, m in sorted(models.items())
         },
         "device": device,

@@ -482,6 +482,9 @@ def test_evaluation_of_a_continuous_model(hp_home, tmp_path):
     res = evaluate.evaluate_model(data, checkpoint=ckpt, qualities=evaluate.parse_qualities(["2.5,1"]), progress=False)
     assert res.results["quality"] == [1, 2.5]
     assert res.results["bpp"][0] == bpp[0]
+    # Each quality is labelled with its level's λ (levels 0.01, 0.05: 2.5 lies halfway, exponentially).
+    lambdas = {q: w["lambda"] for q, w in res.settings["weights"].items()}
+    assert lambdas["1"] == 0.01 and lambdas["2.5"] == pytest.approx((0.05 * 0.25) ** 0.5)
 
 
 def test_trainer_draws_a_level_per_step_and_resumes_exactly(hp_home, tmp_path, monkeypatch):
