@@ -12,6 +12,7 @@ level and takes that level's λ in the loss (Cui et al., CVPR 2021).
 from __future__ import annotations
 
 import csv
+import copy
 import dataclasses
 import json
 import math
@@ -390,7 +391,9 @@ def train(opts: TrainOptions) -> dict:
             sums.zero_()
             count = 0
         if rank == 0 and val_images and step % opts.val_every == 0:
-            row["val_bpp"], row["val_psnr"] = validate(model, val_images, opts.device, val_quality)
+            # On a copy: validation's update() resizes the entropy models' CDF buffers, which DDP
+            # broadcasts from rank 0 at the next step; a resized buffer would break that collective.
+            row["val_bpp"], row["val_psnr"] = validate(copy.deepcopy(model), val_images, opts.device, val_quality)
         if rank == 0 and row is not None:
             _append_metrics(metrics_path, row)
             if bar is not None:

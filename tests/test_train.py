@@ -195,10 +195,12 @@ def test_bad_options(home, images, tmp_path):
 
 
 def test_ddp_two_gloo_processes_hold_identical_weights(home, images, tmp_path):
-    """`imgcodec train` under torchrun with two CPU (gloo) processes: replicas stay identical."""
+    """`imgcodec train` under torchrun with two CPU (gloo) processes: replicas stay identical, and a
+    validation on rank 0 in mid-run does not break the next step's collectives."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731",
            "-m", "imgcodec.cli", "train", "--model", "tiny", "-q", "1", "--data", str(images),
-           "--out", str(tmp_path / "ddp"), "--steps", "8", "--workers", "0", "--batch-size", "2"]
+           "--out", str(tmp_path / "ddp"), "--steps", "8", "--workers", "0", "--batch-size", "2",
+           "--val", str(images), "--val-every", "3"]
     env = dict(os.environ, IMGCODEC_HOME=str(home), OMP_NUM_THREADS="1")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
