@@ -482,7 +482,7 @@ def test_evaluation_of_a_continuous_model(hp_home, tmp_path):
     res = evaluate.evaluate_model(data, checkpoint=ckpt, qualities=evaluate.parse_qualities(["2.5,1"]), progress=False)
     assert res.results["quality"] == [1, 2.5]
     assert res.results["bpp"][0] == bpp[0]
-    # Each quality is labelled with its level's λ (levels 0.01, 0.05: 2.5 lies halfway, exponentially).
+    # Each quality is labelled with its λ (ladder 0.01, 0.05, 0.25: 2.5 lies halfway from 0.05 to 0.25, exponentially).
     lambdas = {q: w["lambda"] for q, w in res.settings["weights"].items()}
     assert lambdas["1"] == 0.01 and lambdas["2.5"] == pytest.approx((0.05 * 0.25) ** 0.5)
 
