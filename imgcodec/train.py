@@ -193,15 +193,16 @@ def validate(model, images: list[np.ndarray], device: str = "cpu", quality=None)
     from .codec import code_array
     from .evaluate import bpp, psnr
 
-    was_training = model.training
-    model.eval()
+    # On a copy: update() resizes the entropy models' CDF buffers, and a training model's buffers
+    # must not change under it (DDP broadcasts them from rank 0 at the next step; a resized one
+    # breaks that collective).
+    model = copy.deepcopy(model).eval()
     model.update(force=True)
     bpps, psnrs = [], []
     for img in images:
         nbytes, decoded = code_array(model, img, device, quality)
         bpps.append(bpp(nbytes, img.shape[1], img.shape[0]))
         psnrs.append(psnr(img, decoded))
-    model.train(was_training)
     return float(np.mean(bpps)), float(np.mean(psnrs))
 
 
@@ -391,9 +392,7 @@ def train(opts: TrainOptions) -> dict:
             sums.zero_()
             count = 0
         if rank == 0 and val_images and step % opts.val_every == 0:
-            # On a copy: validation's update() resizes the entropy models' CDF buffers, which DDP
-            # broadcasts from rank 0 at the next step; a resized buffer would break that collective.
-            row["val_bpp"], row["val_psnr"] = validate(copy.deepcopy(model), val_images, opts.device, val_quality)
+            row["val_bpp"], row["val_psnr"] = validate(model, val_images, opts.device, val_quality)
         if rank == 0 and row is not None:
             _append_metrics(metrics_path, row)
             if bar is not None:
