@@ -23,14 +23,16 @@ __all__ = [
 ]
 
 
-def encode(image, quality=None, model=None, device="cpu", target_size=None, target_bpp=None) -> bytes:
+def encode(image, quality=None, model=None, device="cpu", target_size=None, target_bpp=None, refine=0) -> bytes:
     """Compress an image (path or ``PIL.Image``) to the bytes of an imgcodec file.
 
     ``target_size`` (bytes) or ``target_bpp`` instead of ``quality``: the highest quality whose file fits.
+    ``refine``: steps of encoder-side refinement (a smaller file for its quality, a slower encode).
     """
     from .codec import encode as _encode
 
-    return _encode(image, quality=quality, model=model, device=device, target_size=target_size, target_bpp=target_bpp)
+    return _encode(image, quality=quality, model=model, device=device, target_size=target_size, target_bpp=target_bpp,
+                   refine=refine)
 
 
 def decode(data: bytes, device="cpu", **kwargs):

@@ -25,6 +25,36 @@ from .errors import ModelError
 from .norms import conv5x5, deconv5x5, get_norm
 
 
+def round_ste(v: torch.Tensor, offset: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``round(v - offset) + offset`` in the forward pass, the identity in the backward pass
+    (straight-through): what the coder will code, with a usable gradient."""
+    return v + (torch.round(v - offset) + offset - v).detach()
+
+
+def round_soft(v: torch.Tensor, offset: torch.Tensor | float = 0.0, tau: float = 0.5) -> torch.Tensor:
+    r"""A differentiable stand-in for ``round(v - offset) + offset``: between the two integers
+    around ``v`` (after the offset), weights that tend to rounding as ``tau`` → 0,
+
+    .. math::
+        \lfloor v \rfloor + \sigma\Big(\frac{\operatorname{atanh}(r) - \operatorname{atanh}(1 - r)}{\tau}\Big),
+        \quad r = v - \lfloor v \rfloor,
+
+    the expectation of the annealed two-point distribution of Yang, Bamler, Mandt, "Improving
+    Inference for Neural Image Compression" (NeurIPS 2020), without its Gumbel sampling."""
+    u = v - offset
+    floor = torch.floor(u).detach()
+    r = (u - floor).clamp(1e-4, 1 - 1e-4)
+    return floor + torch.sigmoid((torch.atanh(r) - torch.atanh(1 - r)) / tau) + offset
+
+
+def factorized_likelihood(eb: EntropyBottleneck, values: torch.Tensor) -> torch.Tensor:
+    """``p(values)`` under an ``EntropyBottleneck``'s density, values (1, C, H, W) already rounded
+    (its ``forward`` would add noise or round without a gradient)."""
+    c = values.shape[1]
+    likelihood, _, _ = eb._likelihood(values.permute(1, 0, 2, 3).reshape(c, 1, -1))
+    return eb.likelihood_lower_bound(likelihood)
+
+
 def build_transforms(config: ModelConfig) -> tuple[nn.Sequential, nn.Sequential]:
     """``g_a`` and ``g_s`` of the Ballé models, with the norm of ``config`` from the registry.
 
@@ -79,6 +109,25 @@ class FactorizedPrior(CompressionModel):
         y_hat, y_likelihoods = self.entropy_bottleneck(y)
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods}}
+
+    def coded_latents(self, y: torch.Tensor, quality=None) -> tuple[torch.Tensor, ...]:
+        """The tensors the coder codes for the analysis ``y``: here ``(y,)``."""
+        return (y,)
+
+    def rd_pass(self, latents: tuple[torch.Tensor, ...], quality=None, rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(bits, x̂)`` of coding ``latents`` as the coder will (rounding about the medians; by
+        default straight-through, or ``rounding(v, offset)``), differentiable in the latents: the
+        objective of ``refine``."""
+        (y,) = latents
+        y_hat = rounding(y, self.entropy_bottleneck._get_medians().detach())
+        bits = -torch.log2(factorized_likelihood(self.entropy_bottleneck, y_hat)).sum()
+        return bits, self.g_s(y_hat)
+
+    def compress_coded(self, latents: tuple[torch.Tensor, ...]) -> list[bytes]:
+        """The payload parts ``[ŷ]`` of ``coded_latents`` (refined or not)."""
+        (y,) = latents
+        _check_codable(y)
+        return [self.entropy_bottleneck.compress(y)[0]]
 
     def compress(self, x: torch.Tensor) -> dict:
         """``x``: (1, 3, H, W) with H, W multiples of ``stride``; returns the payload parts."""
@@ -278,10 +327,33 @@ class ScaleHyperprior(CompressionModel):
 
     def compress_latent(self, y: torch.Tensor, quality=None) -> list[bytes]:
         """The payload parts ``[ẑ, ŷ]`` of the latent ``y = g_a(x)`` at ``quality``."""
+        return self.compress_coded(self.coded_latents(y, quality))
+
+    def coded_latents(self, y: torch.Tensor, quality=None) -> tuple[torch.Tensor, ...]:
+        """The tensors the coder codes for the analysis ``y`` at ``quality``: ``(y·gain, z)``."""
         gain, _ = self.gains(quality)
         if gain is not None:
             y = y * gain
-        z = self.h_a(torch.abs(y))
+        return y, self.h_a(torch.abs(y))
+
+    def rd_pass(self, latents: tuple[torch.Tensor, ...], quality=None, rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(bits, x̂)`` of coding ``latents = (y·gain, z)`` as the coder will (``ẑ`` rounded about
+        the medians, ``ŷ`` about zero; by default straight-through, or ``rounding(v, offset)``; σ from
+        the float ``h_s``, which the coder's table rounds up), differentiable in the latents: the
+        objective of ``refine``."""
+        y, z = latents
+        z_hat = rounding(z, self.entropy_bottleneck._get_medians().detach())
+        scales = self.h_s(z_hat)[..., : y.shape[-2], : y.shape[-1]]
+        y_hat = rounding(y, 0.0)
+        gc = self.gaussian_conditional
+        bits = -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y_hat, scales))).sum()
+        bits = bits - torch.log2(factorized_likelihood(self.entropy_bottleneck, z_hat)).sum()
+        _, inverse = self.gains(quality)
+        return bits, self.g_s(y_hat if inverse is None else y_hat * inverse)
+
+    def compress_coded(self, latents: tuple[torch.Tensor, ...]) -> list[bytes]:
+        """The payload parts ``[ẑ, ŷ]`` of ``coded_latents`` (refined or not)."""
+        y, z = latents
         _check_codable(y)
         _check_codable(z)
         z_payload = self.entropy_bottleneck.compress(z)[0]

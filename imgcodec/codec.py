@@ -73,13 +73,24 @@ def latent_parts(model) -> int:
     return getattr(model, "latent_parts", 1)
 
 
-@torch.inference_mode()
-def compress_latents(model, rgb: np.ndarray, device: str = "cpu", quality=None, y=None) -> list[bytes]:
+def compress_latents(model, rgb: np.ndarray, device: str = "cpu", quality=None, y=None, refine: int = 0) -> list[bytes]:
     """The latent payload parts of an (H, W, 3) uint8 image at ``quality`` (a continuous model's).
 
     ``y``: the analysis ``tiling.analysis(model, rgb)`` of a multi-part model, if already computed
-    (a continuous model's quality search analyses once).
+    (a continuous model's quality search analyses once). ``refine``: steps of encoder-side
+    refinement of the latents (``refine.py``; 0: none).
     """
+    if refine:
+        from .refine import refine_latents
+
+        latents = refine_latents(model, rgb, quality, refine, device=device, y=y)
+        with torch.inference_mode():
+            return model.compress_coded(latents)
+    return _compress_latents(model, rgb, device, quality, y)
+
+
+@torch.inference_mode()
+def _compress_latents(model, rgb: np.ndarray, device: str, quality, y) -> list[bytes]:
     if latent_parts(model) == 1:
         return [compress_rgb(model, rgb, device)]
     if y is None:
@@ -109,15 +120,15 @@ def _resolve(model: str | None, quality) -> store.LoadedModel:
 
 
 def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str = "cpu", quality=None,
-                     y=None) -> bytes:
+                     y=None, refine: int = 0) -> bytes:
     """``quality``: for a continuous model, any of its qualities (default: ``loaded.quality``);
-    ``y``: see ``compress_latents``."""
+    ``y``, ``refine``: see ``compress_latents``."""
     config = loaded.config
     q = config.normalize_quality(loaded.quality if quality is None else quality)
     if not config.continuous and q != loaded.quality:
         raise ModelError(f"these weights of {config.name!r} are quality {loaded.quality}, not {q}")
     model = loaded.model.to(device)
-    parts = compress_latents(model, img.rgb, device, q, y)
+    parts = compress_latents(model, img.rgb, device, q, y, refine)
     latent = len(parts)
     if img.alpha is not None:
         parts.append(zlib.compress(img.alpha.tobytes(), 9))
@@ -134,20 +145,22 @@ def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str
 
 
 def encode(image, quality=None, model: str | None = None, device: str = "cpu", target_size: int | None = None,
-           target_bpp: float | None = None) -> bytes:
+           target_bpp: float | None = None, refine: int = 0) -> bytes:
     """Compress an image (a path or a ``PIL.Image``) to the bytes of an imgcodec file.
 
     ``target_size`` (bytes) or ``target_bpp``: instead of a quality, the highest quality whose file
-    fits (``ratecontrol``).
+    fits (``ratecontrol``). ``refine``: steps of encoder-side refinement (``refine.py``): a smaller
+    file for the same quality, for a slower encode; the decoder is the same.
     """
     if target_size is not None or target_bpp is not None:
         from .ratecontrol import encode_to_target
 
         if quality is not None:
             raise ModelError("give a quality or a target size, not both")
-        return encode_to_target(read_image(image), model, size=target_size, bpp=target_bpp, device=device).data
+        return encode_to_target(read_image(image), model, size=target_size, bpp=target_bpp, device=device,
+                                refine=refine).data
     loaded = _resolve(model, quality)
-    return encode_canonical(read_image(image), loaded, device)
+    return encode_canonical(read_image(image), loaded, device, refine=refine)
 
 
 def _model_for(header: bitstream.Header, loaded: store.LoadedModel | None = None) -> store.LoadedModel:
@@ -220,14 +233,15 @@ def _read_input(src: Path) -> bytes:
         raise InputError(f"cannot read {src}: {exc.strerror or exc}") from None
 
 
-def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", force=False, **targets) -> bytes:
+def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", force=False, refine: int = 0,
+                **targets) -> bytes:
     """Encode ``src`` into ``dst``; the temporary output is opened first so a bad target fails fast.
 
-    ``targets``: ``target_size`` or ``target_bpp`` of ``encode``."""
+    ``targets``: ``target_size`` or ``target_bpp`` of ``encode``; ``refine``: see ``encode``."""
     from .atomic import atomic_open
 
     with atomic_open(Path(dst), force) as f:
-        data = encode(src, quality=quality, model=model, device=device, **targets)
+        data = encode(src, quality=quality, model=model, device=device, refine=refine, **targets)
         f.write(data)
     return data
 

@@ -237,9 +237,12 @@ def evaluate_model(
     limit: int | None = None,
     name: str | None = None,
     progress: bool | None = None,
+    refine: int = 0,
 ) -> Results:
     """Evaluate shipped weights of ``model`` (all shipped qualities by default), or one checkpoint
-    file, on the images of ``data``: real ``.bin`` bytes, decoded by the real decoder."""
+    file, on the images of ``data``: real ``.bin`` bytes, decoded by the real decoder.
+
+    ``refine``: steps of encoder-side refinement for every file (``refine.py``)."""
     from . import store
 
     if (model is None) == (checkpoint is None):
@@ -282,10 +285,12 @@ def evaluate_model(
         return np.asarray(codec.decode(data, device=device, loaded=own).convert("RGB"))
 
     def encode(rgb: np.ndarray, q) -> bytes:
-        return codec.encode_canonical(CanonicalImage(rgb, None, False), models[q], device)
+        return codec.encode_canonical(CanonicalImage(rgb, None, False), models[q], device, refine=refine)
 
     config = next(iter(models.values())).config
     label = name or (config.name if checkpoint is None else f"{config.name} ({Path(checkpoint).stem})")
+    if refine and not name:
+        label += f" refine {refine}"
     rows = run(images, sorted(models), encode, decode, label=label, progress=progress)
     settings = {
         "model": config.name,
@@ -298,6 +303,7 @@ def evaluate_model(
             for q, m in sorted(models.items())
         },
         "device": device,
+        "refine_steps": refine,
         "colour": "RGB (alpha dropped, grayscale coded as R=G=B)",
         "bytes": "the whole .bin file: header, payload and CRC32",
     }

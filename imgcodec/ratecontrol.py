@@ -79,9 +79,12 @@ def search(grid: list, encode: Callable[[object], bytes], limit: int, tolerance:
 
 
 def encode_to_target(img, model: str | None = None, size: int | None = None, bpp: float | None = None,
-                     device: str = "cpu", tolerance: float = TOLERANCE) -> Fit:
+                     device: str = "cpu", tolerance: float = TOLERANCE, refine: int = 0) -> Fit:
     """Encode a ``CanonicalImage`` at the highest quality of ``model`` whose file has at most ``size``
-    bytes, or at most ``bpp`` bits per pixel of the image."""
+    bytes, or at most ``bpp`` bits per pixel of the image.
+
+    ``refine``: steps of encoder-side refinement for every file the search encodes (so the size
+    it checks is the size it writes)."""
     import torch
 
     from . import codec, store, tiling
@@ -106,13 +109,13 @@ def encode_to_target(img, model: str | None = None, size: int | None = None, bpp
         grid = [config.normalize_quality(c / 100) for c in range(100 * config.qualities.start, 100 * config.qualities.stop - 99)]
 
         def encode(q) -> bytes:
-            return codec.encode_canonical(img, loaded, device, quality=q, y=y)
+            return codec.encode_canonical(img, loaded, device, quality=q, y=y, refine=refine)
     else:
         grid = store.shipped_qualities(name)
         if not grid:
             raise CodecError(f"model {name!r} has no shipped weights (see `imgcodec models`)")
 
         def encode(q) -> bytes:
-            return codec.encode_canonical(img, store.load_shipped(name, q), device)
+            return codec.encode_canonical(img, store.load_shipped(name, q), device, refine=refine)
 
     return search(grid, encode, limit, tolerance)

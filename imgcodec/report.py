@@ -57,8 +57,9 @@ def _reusable(path: Path, dataset: dict, settings: dict, qualities: list) -> Res
     return old if same else None
 
 
-def _reusable_model(path: Path, dataset: dict, name: str) -> Results | None:
-    """A learned model's result file, if it measured exactly the shipped weights on these images."""
+def _reusable_model(path: Path, dataset: dict, name: str, refine: int = 0) -> Results | None:
+    """A learned model's result file, if it measured exactly the shipped weights on these images,
+    with ``refine`` steps of encoder-side refinement."""
     from . import store
 
     old = _previous(path, dataset)
@@ -66,8 +67,20 @@ def _reusable_model(path: Path, dataset: dict, name: str) -> Results | None:
         return None
     shipped = {e["sha256"] for e in store.read_manifest() if e["model"] == name}
     measured = {w.get("sha256") for w in old.settings.get("weights", {}).values()}
-    same = measured == shipped and old.results.get("quality") == store.shipped_qualities(name)
+    same = (measured == shipped and old.results.get("quality") == store.shipped_qualities(name)
+            and old.settings.get("refine_steps", 0) == refine)
     return old if same else None
+
+
+def parse_refined(specs: Sequence[str]) -> list[tuple[str, int]]:
+    """``["hyperprior-gdn:60"]`` → ``[("hyperprior-gdn", 60)]``: models also reported with refinement."""
+    out = []
+    for spec in specs:
+        name, _, steps = spec.partition(":")
+        if not name or not steps.isdigit() or int(steps) < 1:
+            raise CodecError(f"--refine {spec!r}: give MODEL:STEPS, e.g. hyperprior-gdn:60")
+        out.append((name, int(steps)))
+    return out
 
 
 def build(
@@ -83,6 +96,7 @@ def build(
     command: str = "",
     progress: bool | None = None,
     remeasure: bool = False,
+    refined: Sequence[tuple[str, int]] = (),
 ) -> Report:
     from . import baselines as bl
     from . import bdrate, plot, store
@@ -115,6 +129,15 @@ def build(
             reused.append(name)
         else:
             measured[name] = evaluate_model(data, model=name, device=device, limit=limit, progress=progress)
+    for name, steps in refined:  # the same weights, encoded with refinement: a curve of its own
+        stem = f"{name}-refine{steps}"
+        old = None if remeasure else _reusable_model(Path(results_dir) / f"{stem}.json", dataset, name, steps)
+        if old is not None:
+            measured[stem] = old
+            reused.append(stem)
+        else:
+            measured[stem] = evaluate_model(data, model=name, device=device, limit=limit, progress=progress,
+                                            refine=steps)
 
     rd = Path(results_dir)
     learned = [r.curve(str(rd / f"{s}.json")) for s, r in measured.items() if r.kind == "learned"]
@@ -275,6 +298,7 @@ def run(
     readme: str | None = None,
     device: str = "cpu",
     remeasure: bool = False,
+    refine: Sequence[str] = (),
 ) -> list[str]:
     """``imgcodec report``: resolve the default paths, build the report, write it; lines to print."""
     from .errors import InputError
@@ -303,11 +327,14 @@ def run(
 
     command = "imgcodec report --data KODAK_DIR" + "".join(
         [f" --limit {limit}" if limit else ""] + [f" --model {m}" for m in models] + [f" --codec {c}" for c in codecs]
+        + [f" --refine {r}" for r in refine]
     )
+    refined = parse_refined(refine)
     rep = build(
         data_path, results_dir, docs_dir,
         models=list(models) or None, baselines=list(codecs) or DEFAULT_BASELINES,
         anchors=anchors_path, anchor=anchor, limit=limit, device=device, command=command, remeasure=remeasure,
+        refined=refined,
     )
     written = write(rep, results_dir, docs_dir, readme_path)
     lines = [f"wrote {w}" for w in written]
