@@ -19,7 +19,7 @@ the latents of a trained codec. Every step also evaluates ``J`` with hard roundi
 included: refinement never raises ``J`` as estimated.
 
 On the held-out validation photos, straight-through rounding stalled after 10–20 steps where this
-schedule kept improving (docs/training.md, "Encoder-side refinement").
+schedule kept improving (docs/refinement.md).
 
 The decoder and the file format are untouched: a refined file is an ordinary file of the same model
 and quality, only smaller for its quality. The price is encoding time, about one training step of
@@ -36,9 +36,11 @@ import numpy as np
 from .autoencoders import round_soft
 from .errors import CodecError
 
-MAX_PIXELS = 4_194_304  # 2048 × 2048; the backward pass of g_s holds ~1 kB per pixel at N = 64
+# 2048 × 2048. A step's backward pass holds the synthesis's activations: a 2-megapixel image peaked
+# 1.2 GB above the process's baseline (hyperprior-gdn, N = 64), ~2.5 GB at this cap.
+MAX_PIXELS = 4_194_304
 # Adam's step on the latents, in quantization bins. Chosen on the held-out validation photos
-# (docs/training.md, "Encoder-side refinement"), never on Kodak.
+# (docs/refinement.md), never on Kodak.
 DEFAULT_LR = 0.01
 TAU_START, TAU_END = 0.5, 0.1  # the soft rounding's temperature, annealed geometrically
 
