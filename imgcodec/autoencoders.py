@@ -325,10 +325,6 @@ class ScaleHyperprior(CompressionModel):
         table = torch.round(self.gaussian_conditional.scale_table.detach().to("cpu", torch.float64) * 2.0**HS_ACT_BITS)
         return torch.searchsorted(table[:-1].contiguous(), x)
 
-    def compress_latent(self, y: torch.Tensor, quality=None) -> list[bytes]:
-        """The payload parts ``[ẑ, ŷ]`` of the latent ``y = g_a(x)`` at ``quality``."""
-        return self.compress_coded(self.coded_latents(y, quality))
-
     def coded_latents(self, y: torch.Tensor, quality=None) -> tuple[torch.Tensor, ...]:
         """The tensors the coder codes for the analysis ``y`` at ``quality``: ``(y·gain, z)``."""
         gain, _ = self.gains(quality)

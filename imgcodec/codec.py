@@ -53,12 +53,8 @@ def tensor_to_array(x: torch.Tensor) -> np.ndarray:
 
 @torch.inference_mode()
 def compress_rgb(model, rgb: np.ndarray, device: str = "cpu") -> bytes:
-    """The latent payload of an (H, W, 3) uint8 image."""
-    y = tiling.analysis(model, rgb, device)  # in overlapping tiles above a size: see tiling.py
-    # compressai's rANS encoder loops forever on a value of 2**27 or more (or NaN): refuse it.
-    if not bool(torch.isfinite(y).all()) or float(y.abs().max()) >= rans.MAX_LATENT:
-        raise ModelError("the model produced latents out of range (NaN or huge): broken weights?")
-    return model.entropy_bottleneck.compress(y)[0]
+    """The latent payload of an (H, W, 3) uint8 image, for a one-part (factorized) model."""
+    return _compress_latents(model, rgb, device, None, None)[0]
 
 
 @torch.inference_mode()
@@ -91,11 +87,10 @@ def compress_latents(model, rgb: np.ndarray, device: str = "cpu", quality=None, 
 
 @torch.inference_mode()
 def _compress_latents(model, rgb: np.ndarray, device: str, quality, y) -> list[bytes]:
-    if latent_parts(model) == 1:
-        return [compress_rgb(model, rgb, device)]
     if y is None:
-        y = tiling.analysis(model, rgb, device)
-    return model.compress_latent(y, quality)
+        y = tiling.analysis(model, rgb, device)  # in overlapping tiles above a size: see tiling.py
+    # compress_coded refuses latents the rANS coder cannot take (NaN, or 2**27 and above).
+    return model.compress_coded(model.coded_latents(y, quality))
 
 
 @torch.inference_mode()
