@@ -273,16 +273,24 @@ class ScaleHyperprior(CompressionModel):
             return None, None
         return self.gain(*self.config.level(self.config.default_quality if quality is None else quality))
 
+    def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
+        """``z = h_a(|y|)``: the scales need only the magnitudes."""
+        return self.h_a(torch.abs(y))
+
+    def means(self, z_hat: torch.Tensor, shape) -> torch.Tensor | None:
+        """The mean of every element of ``ŷ`` given ``ẑ``: none here (zero-mean Gaussians)."""
+        return None
+
     def forward(self, x: torch.Tensor, quality=None) -> dict:
         """Training pass at ``quality`` (a level of the λ ladder): additive uniform noise for rounding."""
         y = self.g_a(x)
         gain, inverse = self.gains(quality)
         if gain is not None:
             y = y * gain
-        z = self.h_a(torch.abs(y))
+        z = self.hyper_analysis(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         scales = self.h_s(z_hat)[..., : y.shape[-2], : y.shape[-1]]
-        y_hat, y_likelihoods = self.gaussian_conditional(y, scales)
+        y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=self.means(z_hat, y.shape[-2:]))
         x_hat = self.g_s(y_hat if inverse is None else y_hat * inverse)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
@@ -330,45 +338,111 @@ class ScaleHyperprior(CompressionModel):
         gain, _ = self.gains(quality)
         if gain is not None:
             y = y * gain
-        return y, self.h_a(torch.abs(y))
+        return y, self.hyper_analysis(y)
 
     def rd_pass(self, latents: tuple[torch.Tensor, ...], quality=None, rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor]:
         """``(bits, x̂)`` of coding ``latents = (y·gain, z)`` as the coder will (``ẑ`` rounded about
-        the medians, ``ŷ`` about zero; by default straight-through, or ``rounding(v, offset)``; σ from
+        the medians, ``ŷ`` about its means (zero here); by default straight-through, or ``rounding(v, offset)``; σ from
         the float ``h_s``, which the coder's table rounds up), differentiable in the latents: the
         objective of ``refine``."""
         y, z = latents
         z_hat = rounding(z, self.entropy_bottleneck._get_medians().detach())
         scales = self.h_s(z_hat)[..., : y.shape[-2], : y.shape[-1]]
-        y_hat = rounding(y, 0.0)
+        means = self.means(z_hat, y.shape[-2:])
+        y_hat = rounding(y, 0.0 if means is None else means)
         gc = self.gaussian_conditional
-        bits = -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y_hat, scales))).sum()
+        bits = -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))).sum()
         bits = bits - torch.log2(factorized_likelihood(self.entropy_bottleneck, z_hat)).sum()
         _, inverse = self.gains(quality)
         return bits, self.g_s(y_hat if inverse is None else y_hat * inverse)
 
+    @torch.no_grad()
     def compress_coded(self, latents: tuple[torch.Tensor, ...]) -> list[bytes]:
         """The payload parts ``[ẑ, ŷ]`` of ``coded_latents`` (refined or not)."""
         y, z = latents
-        _check_codable(y)
         _check_codable(z)
         z_payload = self.entropy_bottleneck.compress(z)[0]
         # ẑ exactly as the decoder will have it: decoded from the payload.
         z_hat = rans.decode_latent(self.entropy_bottleneck, z_payload, tuple(z.shape[-2:]))
         indexes = self.scale_indexes(z_hat, tuple(y.shape[-2:]))
-        return [z_payload, self.gaussian_conditional.compress(y, indexes)[0]]
+        means = self.means(z_hat.to(self.h_s[0].weight.device), y.shape[-2:])
+        if means is not None:
+            means = means.to(y.device)
+        _check_codable(y if means is None else y - means)  # the coder codes round(y - μ)
+        return [z_payload, self.gaussian_conditional.compress(y, indexes, means)[0]]
 
+    @torch.no_grad()
     def decompress_latent(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
         """``ŷ`` (1, M, *shape), scaled back by the inverse gain, from the parts ``[ẑ, ŷ]``; checked decoding."""
         z_hat = rans.decode_latent(self.entropy_bottleneck, parts[0], hyper_shape(shape))
         indexes = self.scale_indexes(z_hat, shape)
         symbols = rans.decode_indexed(parts[1], rans.cdf_tables(self.gaussian_conditional), indexes.numpy())
         y_hat = torch.from_numpy(symbols).reshape(1, self.config.M, *shape).float()
+        means = self.means(z_hat.to(self.h_s[0].weight.device), shape)
+        if means is not None:
+            y_hat = y_hat + means.to("cpu")
         _, inverse = self.gains(quality)
         return y_hat if inverse is None else y_hat * inverse.detach().to("cpu")
 
 
-ARCHITECTURES = {"factorized": FactorizedPrior, "hyperprior": ScaleHyperprior}
+class MeanScaleHyperprior(ScaleHyperprior):
+    r"""Mean-scale hyperprior: the scale hyperprior with a mean for every element of ``ŷ``.
+
+    D. Minnen, J. Ballé, G. Toderici, "Joint Autoregressive and Hierarchical Priors for Learned Image
+    Compression", NeurIPS 2018 (its "mean & scale hyperprior", without the context model:
+    compressai's "mbt2018-mean").
+
+    .. math::
+        z = h_a([\,|y|, y\,]), \quad \hat z = \mathrm{round}(z), \quad
+        \sigma = h_s(\hat z), \quad \mu = h_m(\hat z), \quad
+        \hat y = \mathrm{round}(y - \mu) + \mu, \quad \hat y \sim \mathcal N(\mu, \sigma^2) * \mathcal U(-\tfrac12, \tfrac12)
+
+    Unlike the paper, whose ``h_s`` outputs both parameters, the means come from their own branch
+    ``h_m`` (``h_s``'s layers, without the last ReLU), and ``h_a`` reads ``|y|`` and ``y`` side by
+    side.  Two reasons: ``h_s`` stays the scale hyperprior's, evaluated in exact integer arithmetic
+    (:meth:`ScaleHyperprior.scale_indexes`), which a shared trunk would tie to the means; and a
+    trained scale hyperprior becomes this model unchanged (:meth:`grow_from`: the ``y`` half of
+    ``h_a``'s first layer and ``h_m``'s last layer start at zero), so that training starts from its
+    weights instead of from scratch.
+
+    The means need not be exact across machines: the coder codes ``round(y − μ)`` with σ's table
+    index, and only that index decides how the stream parses; a decoder whose ``μ`` differs by a
+    float rounding outputs ``ŷ`` off by as much, not a different stream.
+    """
+
+    grows_from = ("hyperprior",)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        N, M = config.N, config.M
+        self.h_a[0] = nn.Conv2d(2 * M, N, kernel_size=3, stride=1, padding=1)
+        self.h_m = nn.Sequential(
+            deconv5x5(N, N), nn.ReLU(inplace=True),
+            deconv5x5(N, N), nn.ReLU(inplace=True),
+            nn.Conv2d(N, M, kernel_size=3, stride=1, padding=1),
+        )
+
+    def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
+        """``z = h_a([|y|, y])``: the signs of ``y`` too, which the means need."""
+        return self.h_a(torch.cat([torch.abs(y), y], dim=1))
+
+    def means(self, z_hat: torch.Tensor, shape) -> torch.Tensor:
+        return self.h_m(z_hat)[..., : shape[0], : shape[1]]
+
+    @torch.no_grad()
+    def grow_from(self, source: ScaleHyperprior) -> None:
+        """Take the weights of a trained scale hyperprior of the same widths, as the same function:
+        ``h_a`` ignores ``y`` (zero weights) and ``h_m`` outputs zero means (zero last layer), so
+        this model then codes every image exactly as ``source`` did; training moves on from there."""
+        state = source.state_dict()
+        w = state["h_a.0.weight"]
+        state["h_a.0.weight"] = torch.cat([w, torch.zeros_like(w)], dim=1)
+        for name, value in self.h_m.state_dict().items():
+            state[f"h_m.{name}"] = torch.zeros_like(value) if name.startswith(f"{len(self.h_m) - 1}.") else value
+        self.load_state_dict(state)
+
+
+ARCHITECTURES = {"factorized": FactorizedPrior, "hyperprior": ScaleHyperprior, "meanscale": MeanScaleHyperprior}
 
 
 def build_model(config: ModelConfig) -> CompressionModel:
