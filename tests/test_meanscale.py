@@ -177,3 +177,24 @@ def test_config_round_trips_the_architecture():
     cfg = tiny_config()
     assert ModelConfig.from_json(cfg.to_json()) == cfg
     assert isinstance(build_model(dataclasses.replace(cfg)), MeanScaleHyperprior)
+
+
+def test_shipped_model_decodes_from_the_file_alone(tmp_path, capsys):
+    """The shipped meanscale-gdn through the CLI: the file names the model, and the decoder's pixels
+    are the synthesis of the encoder's ŷ, means included (continuous quality)."""
+    from imgcodec import bitstream
+
+    from conftest import SAMPLE, run_main
+
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:96, :160].copy()
+    src, out, back = tmp_path / "a.png", tmp_path / "a.bin", tmp_path / "b.png"
+    Image.fromarray(rgb).save(src)
+    assert run_main(capsys, "encode", src, out, "--model", "meanscale-gdn", "-q", "4.25")[0] == 0
+    stream = bitstream.unpack(out.read_bytes())
+    assert (stream.header.model, stream.header.quality, stream.header.latent_parts) == ("meanscale-gdn", 4.25, 2)
+    assert run_main(capsys, "decode", out, back)[0] == 0
+    model = store.load_shipped("meanscale-gdn", 4.25).model
+    expected = encoder_latent(model, rgb, stream.parts, 4.25)
+    with torch.inference_mode():
+        want = tiling.synthesis(model, expected, 96, 160)
+    np.testing.assert_array_equal(np.asarray(Image.open(back)), want)

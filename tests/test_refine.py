@@ -18,7 +18,7 @@ from imgcodec.evaluate import evaluate_model
 
 from conftest import SAMPLE, run_main
 
-CASES = [("factorized-gdn", 4), ("hyperprior-gdn", 2), ("hyperprior-gdn", 4.5)]
+CASES = [("factorized-gdn", 4), ("hyperprior-gdn", 2), ("hyperprior-gdn", 4.5), ("meanscale-gdn", 3.5)]
 
 
 @pytest.fixture(scope="module")
