@@ -24,8 +24,9 @@ import numpy as np
 from .results import NoOverlapError, ResultsError
 
 
-def _curve(xs: Sequence[float], ys: Sequence[float], what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Points sorted by x, as float arrays; at least two, with distinct x values."""
+def _curve(xs: Sequence[float], ys: Sequence[float], what: str, distinct: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Points sorted by x, as float arrays; at least two, with distinct x values (unless not
+    ``distinct``)."""
     x = np.asarray(xs, dtype=np.float64)
     y = np.asarray(ys, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
@@ -36,7 +37,7 @@ def _curve(xs: Sequence[float], ys: Sequence[float], what: str) -> tuple[np.ndar
         raise ResultsError(f"{what}: a curve needs at least 2 rate points for a Bjøntegaard delta, it has {len(x)}")
     order = np.argsort(x, kind="stable")
     x, y = x[order], y[order]
-    if np.any(np.diff(x) <= 0):
+    if distinct and np.any(np.diff(x) <= 0):
         raise ResultsError(f"{what}: two points of the curve have the same value {x[np.argmin(np.diff(x))]:.4g}")
     return x, y
 
@@ -99,7 +100,8 @@ def point_delta(anchor_rate, anchor_dist, rate: float, dist: float) -> tuple[flo
 def compare(curves, anchor, metric: str = "psnr") -> list[dict]:
     """BD-rate and BD-quality of every curve against ``anchor`` (``results.Curve`` objects).
 
-    Rows carry ``bd_rate``/``bd_dist`` (None where the curves do not overlap) and ``note``.  A curve
+    Rows carry ``bd_rate``/``bd_dist`` (None where the curves do not overlap, or where the curve has
+    two points at one rate or one quality) and ``note``.  A curve
     with no values of ``metric`` (published anchors have no MS-SSIM) is listed as such; a curve of one
     point is an error."""
     ax, ay = anchor.xy(metric)
@@ -112,19 +114,33 @@ def compare(curves, anchor, metric: str = "psnr") -> list[dict]:
         if not x:
             rows.append(row)
             continue
-        _curve(y, x, c.name)
-        notes = []
-        try:
-            row["bd_rate"] = bd_rate(ax, ay, x, y)
-        except NoOverlapError:
-            notes.append("no common quality range")
-        try:
-            row["bd_dist"] = bd_psnr(ax, ay, x, y)
-        except NoOverlapError:
-            notes.append("no common rate range")
+        _curve(y, x, c.name, distinct=False)
+        notes, why = [], {}
+        # Two points at one rate (or one quality) make no curve along that axis (tiny images: two
+        # qualities can give files of the same size): that delta is left undefined, with a note.
+        for key, delta, axis, values, unit in (("bd_rate", bd_rate, "quality", y, " dB" if metric == "psnr" else ""),
+                                                ("bd_dist", bd_psnr, "rate", x, " bpp")):
+            repeated = _repeated(values)
+            if repeated is not None:
+                why[key] = "undefined"
+                notes.append(f"two points at the same {axis} ({repeated:.4g}{unit})")
+                continue
+            try:
+                row[key] = delta(ax, ay, x, y)
+            except NoOverlapError:
+                why[key] = "no overlap"
+                notes.append(f"no common {axis} range")
         row["note"] = "; ".join(notes)
+        row["why"] = why
         rows.append(row)
     return rows
+
+
+def _repeated(values) -> float | None:
+    """A value that occurs twice among ``values`` (finite ones), or None."""
+    v = np.sort(np.asarray([t for t in values if math.isfinite(t)], dtype=np.float64))
+    same = np.flatnonzero(np.diff(v) == 0)
+    return float(v[same[0]]) if len(same) else None
 
 
 def markdown_table(rows: list[dict], anchor_name: str, metric: str = "psnr") -> str:
@@ -136,14 +152,14 @@ def markdown_table(rows: list[dict], anchor_name: str, metric: str = "psnr") -> 
 
     def cell(r, key, spec, unit=""):
         v = r[key]
-        return ("–" if r.get("missing") else "no overlap") if v is None else f"{v:{spec}}{unit}"
+        return ("–" if r.get("missing") else r.get("why", {}).get(key, "no overlap")) if v is None else f"{v:{spec}}{unit}"
 
     for r in rows:
         name = r["name"] + (" (published)" if r["published"] else "")
         lines.append(f"| {name} | {r['points']} | {cell(r, 'bd_rate', '+.1f', ' %')} | {cell(r, 'bd_dist', '+.2f')} |")
     notes = [f"- {r['name']}: {r['note']} with {anchor_name}; its delta is undefined." for r in rows if r["note"]]
     if notes:
-        lines += ["", "Curves that do not overlap the anchor:", *notes]
+        lines += ["", f"Curves without a delta against {anchor_name}:", *notes]
     missing = [r["name"] for r in rows if r.get("missing")]
     if missing:
         lines += ["", f"Without {metric} values (–): {', '.join(missing)}."]

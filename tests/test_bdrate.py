@@ -83,6 +83,24 @@ def test_compare_table():
     assert "tiny: no common quality range; no common rate range with jpeg" in text
 
 
+def test_compare_leaves_a_delta_undefined_where_two_points_share_a_rate_or_a_quality():
+    """Tiny images can give two qualities files of the same size: the report goes on, that curve's
+    delta along the repeated axis is undefined (with a note), the other one is computed."""
+    anchor = curve("jpeg", RATE, PSNR)
+    same_rate = curve("tie", [0.3, 0.3, 0.6, 0.9], [30.0, 30.2, 32.0, 34.0])
+    same_psnr = curve("flat", [0.3, 0.5, 0.9], [31.0, 31.0, 34.0])
+    rows = compare([anchor, same_rate, same_psnr], anchor)
+    tie, flat = rows[1], rows[2]
+    assert tie["bd_dist"] is None and tie["bd_rate"] == pytest.approx(
+        bd_rate(RATE, PSNR, [0.3, 0.3, 0.6, 0.9], [30.0, 30.2, 32.0, 34.0]))
+    assert flat["bd_rate"] is None and flat["bd_dist"] == pytest.approx(bd_psnr(RATE, PSNR, [0.3, 0.5, 0.9], [31.0, 31.0, 34.0]))
+    text = markdown_table(rows, "jpeg")
+    assert f"| tie | 4 | {tie['bd_rate']:+.1f} % | undefined |" in text
+    assert f"| flat | 3 | undefined | {flat['bd_dist']:+.2f} |" in text
+    assert "- tie: two points at the same rate (0.3 bpp) with jpeg; its delta is undefined." in text
+    assert "- flat: two points at the same quality (31 dB) with jpeg; its delta is undefined." in text
+
+
 def test_compare_refuses_one_point_curves():
     anchor = curve("jpeg", RATE, PSNR)
     with pytest.raises(ResultsError, match="single: a curve needs at least 2"):
