@@ -165,7 +165,8 @@ def models():
         if cfg.continuous:
             click.echo(f"  continuous quality {cfg.qualities.start}..{cfg.qualities.stop - 1} (hundredths), one set of weights")
         for q in cfg.qualities:
-            entry = store.manifest_entry(name, q) if q in shipped else None
+            # a continuous-rate model's one checkpoint is listed under EVERY_QUALITY, not under q
+            entry = store.manifest_entry(name, store.EVERY_QUALITY if cfg.continuous else q) if q in shipped else None
             mark = "not trained" if entry is None else "shipped" + (f" ({entry['study']})" if entry.get("study") else "")
             click.echo(f"  q{q}  lambda={cfg.lmbda(q):<7g} {mark}")
 

@@ -360,6 +360,8 @@ def test_fractional_quality_on_the_command_line(hp_home, photo, tmp_path, capsys
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(imgcodec.decode(binf.read_bytes())))
     code, out, _ = run_main(capsys, "models")
     assert "continuous quality 1..3" in out
+    listing = out.split(f"{MODEL}:", 1)[1].split("\n")[2:5]  # its three levels, one checkpoint
+    assert [line.split()[0] for line in listing] == ["q1", "q2", "q3"] and all(line.endswith("shipped") for line in listing)
     for q, msg in [("2.456", "two decimals"), ("3.5", "out of range")]:
         code, _, err = run_main(capsys, "encode", src, binf, "--model", MODEL, "-q", q, "-f")
         assert code == 1 and msg in err and len(err.strip().splitlines()) == 1
