@@ -365,7 +365,7 @@ class ScaleHyperprior(CompressionModel):
         # ẑ exactly as the decoder will have it: decoded from the payload.
         z_hat = rans.decode_latent(self.entropy_bottleneck, z_payload, tuple(z.shape[-2:]))
         indexes = self.scale_indexes(z_hat, tuple(y.shape[-2:]))
-        means = self.means(z_hat.to(self.h_s[0].weight.device), y.shape[-2:])
+        means = self.means(z_hat, y.shape[-2:])
         if means is not None:
             means = means.to(y.device)
         _check_codable(y if means is None else y - means)  # the coder codes round(y - μ)
@@ -378,7 +378,7 @@ class ScaleHyperprior(CompressionModel):
         indexes = self.scale_indexes(z_hat, shape)
         symbols = rans.decode_indexed(parts[1], rans.cdf_tables(self.gaussian_conditional), indexes.numpy())
         y_hat = torch.from_numpy(symbols).reshape(1, self.config.M, *shape).float()
-        means = self.means(z_hat.to(self.h_s[0].weight.device), shape)
+        means = self.means(z_hat, shape)
         if means is not None:
             y_hat = y_hat + means.to("cpu")
         _, inverse = self.gains(quality)
@@ -427,7 +427,8 @@ class MeanScaleHyperprior(ScaleHyperprior):
         return self.h_a(torch.cat([torch.abs(y), y], dim=1))
 
     def means(self, z_hat: torch.Tensor, shape) -> torch.Tensor:
-        return self.h_m(z_hat)[..., : shape[0], : shape[1]]
+        # ẑ decoded from a file is on the CPU; h_m may be on a GPU
+        return self.h_m(z_hat.to(self.h_m[0].weight.device))[..., : shape[0], : shape[1]]
 
     @torch.no_grad()
     def grow_from(self, source: ScaleHyperprior) -> None:

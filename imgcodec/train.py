@@ -264,15 +264,14 @@ def train(opts: TrainOptions) -> dict:
     if opts.init and not (opts.resume and (out / STATE_FILE).exists()):
         loaded = store.load_checkpoint_file(Path(opts.init))
         src, dst = loaded.config, config
+        same_transforms = (src.norm, src.N, src.M, dict(src.norm_options)) == (dst.norm, dst.N, dst.M, dict(dst.norm_options))
         if (src.architecture, src.norm, src.N, src.M, src.gain_units) == (dst.architecture, dst.norm, dst.N, dst.M, dst.gain_units):
             model.load_state_dict(loaded.model.state_dict())
-        elif src.architecture in getattr(model, "grows_from", ()) and (src.norm, src.N, src.M, src.gain_units, dict(src.norm_options)) == (
-            dst.norm, dst.N, dst.M, dst.gain_units, dict(dst.norm_options)
-        ):
+        elif same_transforms and src.gain_units == dst.gain_units and src.architecture in getattr(model, "grows_from", ()):
             # A model that extends the source's (a mean-scale from a scale hyperprior) starts as
             # the same function, then learns what it adds.
             model.grow_from(loaded.model)
-        elif (src.norm, src.N, src.M, dict(src.norm_options)) == (dst.norm, dst.N, dst.M, dict(dst.norm_options)):
+        elif same_transforms:
             # Another architecture with the same g_a/g_s (e.g. a hyperprior from a trained factorized
             # model): the transforms carry over, the entropy models and gains start fresh.
             for name in ("g_a", "g_s"):

@@ -13,19 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from imgcodec import codec, store
+from imgcodec import codec, evaluate, store
 
 
 def measure(model, images, q) -> tuple[float, float]:
+    """Mean payload bpp (no header) and mean 8-bit PSNR of real round trips at quality ``q``."""
     bpp, psnr = [], []
-    for rgb in images:
-        parts = codec.compress_latents(model, rgb, quality=q)
-        out = codec.decompress_latents(model, parts, *rgb.shape[:2], quality=q)
-        bpp.append(8 * sum(map(len, parts)) / (rgb.shape[0] * rgb.shape[1]))
-        mse = np.mean((out.astype(np.float64) - rgb) ** 2)
-        psnr.append(10 * np.log10(255**2 / mse))
+    for im in images:
+        nbytes, out = codec.code_array(model, im.rgb, quality=q)
+        bpp.append(evaluate.bpp(nbytes, im.width, im.height))
+        psnr.append(evaluate.psnr(im.rgb, out))
     return float(np.mean(bpp)), float(np.mean(psnr))
 
 
@@ -34,7 +32,7 @@ def main() -> None:
     ap.add_argument("data", type=Path)
     ap.add_argument("--model", default="meanscale-gdn")
     args = ap.parse_args()
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(args.data.glob("*.png"))]
+    images = evaluate.load_images(args.data)
     loaded = store.load_shipped(args.model, store.EVERY_QUALITY)
     zero = copy.deepcopy(loaded.model)
     with torch.no_grad():
