@@ -210,17 +210,25 @@ def validate(model, images: list[np.ndarray], device: str = "cpu", quality=None)
 # The loop
 
 
-def _distributed() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def train(opts: TrainOptions) -> dict:
-    """Train (or resume, or fine-tune) one rate point; returns a summary dict."""
-    rank, world = _distributed()
+    """Train (or resume, or fine-tune) one rate point; returns a summary dict. Under ``torchrun``
+    (WORLD_SIZE > 1) it joins the process group and leaves it again on the way out."""
+    joined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if joined:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        if dist.is_initialized():
+            return _train(opts, dist.get_rank(), dist.get_world_size())
+        return _train(opts, 0, 1)
+    finally:
+        if joined:
+            # Without this a rank that finishes first can exit while gloo's threads are still
+            # joinable: the interpreter's shutdown then aborts it ("terminate called without an
+            # active exception", SIGABRT) and torchrun reports the run failed.
+            dist.destroy_process_group()
+
+
+def _train(opts: TrainOptions, rank: int, world: int) -> dict:
     config = store.load_config(opts.model)
     recipe = config.training
     # A continuous-rate model (gain units) trains every level of its λ ladder, one drawn per step,
