@@ -5,8 +5,8 @@ Not to be confused with the top-level ``models/`` folder, which holds the declar
 
 from __future__ import annotations
 
+import dataclasses
 import math
-
 import warnings
 
 import torch
@@ -228,7 +228,7 @@ class ScaleHyperprior(CompressionModel):
     ``g_a``/``g_s`` are those of the factorized model (:func:`build_transforms`, the norm from the
     registry); ``h_a`` is a 3×3 convolution and two 5×5 stride-2 convolutions with ReLUs, ``h_s`` two
     5×5 stride-2 transposed convolutions and a 3×3 convolution with ReLUs, as in the paper, whatever
-    the norm.  ``ẑ`` (N channels) is coded with a factorized density (``EntropyBottleneck``), ``ŷ``
+    the norm.  ``ẑ`` (``hyper_N`` channels, by default N) is coded with a factorized density (``EntropyBottleneck``), ``ŷ``
     (M channels) with a zero-mean Gaussian of scale σ rounded up to compressai's table of 64 scales
     from 0.11 to 256 (``GaussianConditional``).  With ``gain_units`` in the config, the latent is
     scaled by :class:`GainUnits` before quantization and back before synthesis, so one set of
@@ -249,21 +249,21 @@ class ScaleHyperprior(CompressionModel):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        N, M = config.N, config.M
-        if min(N, M) < MIN_CHANNELS:
-            raise ModelError(f"model {config.name!r}: N and M must be at least {MIN_CHANNELS}")
+        H, M = config.hyper_channels, config.M
+        if min(config.N, M, H) < MIN_CHANNELS:
+            raise ModelError(f"model {config.name!r}: N, M and hyper_N must be at least {MIN_CHANNELS}")
         self.g_a, self.g_s = build_transforms(config)
         self.h_a = nn.Sequential(
-            nn.Conv2d(M, N, kernel_size=3, stride=1, padding=1), nn.ReLU(inplace=True),
-            conv5x5(N, N), nn.ReLU(inplace=True),
-            conv5x5(N, N),
+            nn.Conv2d(M, H, kernel_size=3, stride=1, padding=1), nn.ReLU(inplace=True),
+            conv5x5(H, H), nn.ReLU(inplace=True),
+            conv5x5(H, H),
         )
         self.h_s = nn.Sequential(
-            deconv5x5(N, N), nn.ReLU(inplace=True),
-            deconv5x5(N, N), nn.ReLU(inplace=True),
-            nn.Conv2d(N, M, kernel_size=3, stride=1, padding=1), nn.ReLU(inplace=True),
+            deconv5x5(H, H), nn.ReLU(inplace=True),
+            deconv5x5(H, H), nn.ReLU(inplace=True),
+            nn.Conv2d(H, M, kernel_size=3, stride=1, padding=1), nn.ReLU(inplace=True),
         )
-        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.entropy_bottleneck = EntropyBottleneck(H)
         self.gaussian_conditional = GaussianConditional(None)
         self.gain = GainUnits(config.lambdas, M) if config.gain_units else None
 
@@ -414,12 +414,12 @@ class MeanScaleHyperprior(ScaleHyperprior):
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        N, M = config.N, config.M
-        self.h_a[0] = nn.Conv2d(2 * M, N, kernel_size=3, stride=1, padding=1)
+        H, M = config.hyper_channels, config.M
+        self.h_a[0] = nn.Conv2d(2 * M, H, kernel_size=3, stride=1, padding=1)
         self.h_m = nn.Sequential(
-            deconv5x5(N, N), nn.ReLU(inplace=True),
-            deconv5x5(N, N), nn.ReLU(inplace=True),
-            nn.Conv2d(N, M, kernel_size=3, stride=1, padding=1),
+            deconv5x5(H, H), nn.ReLU(inplace=True),
+            deconv5x5(H, H), nn.ReLU(inplace=True),
+            nn.Conv2d(H, M, kernel_size=3, stride=1, padding=1),
         )
 
     def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
@@ -458,6 +458,101 @@ def build_model(config: ModelConfig) -> CompressionModel:
         have = ", ".join(sorted(k for k, c in ARCHITECTURES.items() if getattr(c, "supports_gain_units", False)))
         raise ModelError(f"model {config.name!r}: gain_units needs architecture {have}, not {config.architecture!r}")
     return cls(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting a model from another's trained weights
+
+
+@torch.no_grad()
+def widen(source: CompressionModel, N: int) -> CompressionModel:
+    """``source`` with ``g_a``/``g_s`` widened to ``N`` channels, as the same function.
+
+    Every old channel keeps its weights.  A new channel gets the fresh model's initial weights into
+    it and zero weights out of it into an old channel (a convolution's new input columns; a GDN's
+    coupling γ of an old channel to a new one, which its initial γ already has at zero).  The new
+    channels compute something from the start while the output stays the source's, and their
+    outgoing weights learn from a nonzero gradient: function-preserving growth as in Net2Net (Chen,
+    Goodfellow, Shlens, ICLR 2016), with zero rather than copied units.  The hyperprior keeps its
+    width (``hyper_N``), so a widened model codes images as its source did.
+
+    Only norms that act per channel widen this way.  One that mixes channels (GroupNorm: its groups
+    change with N) or weight-centralized convolutions (MABN) would change the function, which a
+    probe through both transforms detects: :class:`ModelError`.
+    """
+    config = source.config
+    if N < config.N:
+        raise ModelError(f"cannot narrow model {config.name!r} from N={config.N} to N={N}")
+    wide = build_model(dataclasses.replace(config, N=N, hyper_N=config.hyper_channels))
+    state = wide.state_dict()
+    for key, old in source.state_dict().items():
+        new = state[key]
+        if not key.startswith(("g_a.", "g_s.")) or new.shape == old.shape:
+            state[key] = old  # compressai's load_state_dict resizes the coder's CDF tables
+            continue
+        module = wide.get_submodule(key.rpartition(".")[0])
+        if key.endswith(".weight") and isinstance(module, nn.ConvTranspose2d):  # (in, out, kH, kW)
+            new[old.shape[0]:, : old.shape[1]] = 0
+        elif key.endswith(".weight") and isinstance(module, nn.Conv2d):  # (out, in, kH, kW)
+            new[: old.shape[0], old.shape[1]:] = 0
+        new[tuple(slice(0, n) for n in old.shape)] = old
+    wide.load_state_dict(state)
+    _check_same_transforms(source, wide)
+    return wide
+
+
+def close(a: torch.Tensor, b: torch.Tensor, tolerance: float = 1e-4) -> bool:
+    """Equal up to float rounding, measured against the size of the whole tensor: an element near 0
+    inherits the rounding error of large intermediate values (IGDN multiplies)."""
+    return bool((a - b).abs().max() <= tolerance * (1 + b.abs().max()))
+
+
+def _check_same_transforms(source: CompressionModel, other: CompressionModel) -> None:
+    probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    modes = source.training, other.training
+    source.eval(), other.eval()
+    try:
+        y = source.g_a(probe)
+        same = close(other.g_a(probe), y) and close(other.g_s(y), source.g_s(y))
+    finally:
+        source.train(modes[0]), other.train(modes[1])
+    if not same:
+        raise ModelError(
+            f"norm {source.config.norm!r} does not widen as the same function: "
+            "train the wider model from scratch"
+        )
+
+
+@torch.no_grad()
+def init_from(model: CompressionModel, source: CompressionModel) -> None:
+    """Start ``model`` from the trained ``source``, as much of it as carries over.
+
+    - The same architecture and widths: every weight.
+    - ``g_a``/``g_s`` narrower than ``model``'s: widened first (:func:`widen`), then as below.
+    - An architecture that ``model`` grows from (``grows_from``: a mean-scale from a scale
+      hyperprior) with the same hyperprior widths: :meth:`grow_from`, the same function.
+    - Otherwise, with the same norm and latent (a hyperprior from a factorized model): ``g_a`` and
+      ``g_s`` carry over; the entropy models and gains start fresh.
+
+    :class:`ModelError` for another norm, another M, or a wider N than ``model``'s.
+    """
+    s, d = source.config, model.config
+    if (s.norm, dict(s.norm_options), s.M) != (d.norm, dict(d.norm_options), d.M) or s.N > d.N:
+        raise ModelError(
+            f"a {s.name} checkpoint (norm {s.norm}, N={s.N}, M={s.M}) is of another shape "
+            f"than {d.name} (norm {d.norm}, N={d.N}, M={d.M})"
+        )
+    if s.N < d.N:
+        source = widen(source, d.N)
+        s = source.config
+    same_hyperprior = (s.hyper_channels, s.gain_units) == (d.hyper_channels, d.gain_units)
+    if s.architecture == d.architecture and same_hyperprior:
+        model.load_state_dict(source.state_dict())
+    elif same_hyperprior and s.architecture in getattr(model, "grows_from", ()):
+        model.grow_from(source)
+    else:
+        for name in ("g_a", "g_s"):
+            getattr(model, name).load_state_dict(getattr(source, name).state_dict())
 
 
 def bits_per_pixel(likelihoods: dict, num_pixels: int) -> torch.Tensor:

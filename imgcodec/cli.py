@@ -161,7 +161,8 @@ def models():
 
     for name, cfg in store.available_configs().items():
         shipped = set(store.shipped_qualities(name))
-        click.echo(f"{name}: {cfg.description} (norm {cfg.norm}, N={cfg.N}, M={cfg.M}, default quality {cfg.default_quality})")
+        hyper = "" if cfg.hyper_N is None else f", hyper_N={cfg.hyper_N}"
+        click.echo(f"{name}: {cfg.description} (norm {cfg.norm}, N={cfg.N}, M={cfg.M}{hyper}, default quality {cfg.default_quality})")
         if cfg.continuous:
             click.echo(f"  continuous quality {cfg.qualities.start}..{cfg.qualities.stop - 1} (hundredths), one set of weights")
         for q in cfg.qualities:

@@ -1,7 +1,7 @@
 """Model variant configs: one declarative TOML file per variant in the top-level ``models/``.
 
 A config names the architecture, the normalization (a key of the norm registry), the channel widths
-N and M, the λ of every quality level and the training recipe.  The resolved ``ModelConfig`` is also
+N and M (and the hyperprior's, ``hyper_N``, where it is not N), the λ of every quality level and the training recipe.  The resolved ``ModelConfig`` is also
 stored inside every checkpoint, so weights never depend on the TOML file staying unchanged.
 """
 
@@ -53,6 +53,13 @@ class ModelConfig:
     # Continuous rate control (gain units, Cui et al. CVPR 2021): one set of weights serves every
     # quality from 1 to len(lambdas), fractional ones included (in hundredths).
     gain_units: bool = False
+    # Channels of the hyperprior's h_a/h_s/h_m and of ẑ, when they differ from N (the width of
+    # g_a/g_s): a model widened from a trained one keeps its source's hyperprior.
+    hyper_N: int | None = None
+
+    @property
+    def hyper_channels(self) -> int:
+        return self.N if self.hyper_N is None else self.hyper_N
 
     @property
     def qualities(self) -> range:
@@ -108,6 +115,8 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         if not d["gain_units"]:  # written only when set: existing configs keep their JSON
             del d["gain_units"]
+        if d["hyper_N"] is None:
+            del d["hyper_N"]
         return json.dumps(d, sort_keys=True)
 
     @classmethod

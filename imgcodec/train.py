@@ -31,7 +31,7 @@ from safetensors.torch import save as st_save
 
 from . import store
 from .atomic import write_bytes_atomic
-from .autoencoders import bits_per_pixel, build_model
+from .autoencoders import bits_per_pixel, build_model, init_from
 from .errors import CodecError, InputError, ModelError
 from .codec import pad_image
 from .imageio import find_images, load_rgb_array
@@ -271,21 +271,10 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
     init_sha = None
     if opts.init and not (opts.resume and (out / STATE_FILE).exists()):
         loaded = store.load_checkpoint_file(Path(opts.init))
-        src, dst = loaded.config, config
-        same_transforms = (src.norm, src.N, src.M, dict(src.norm_options)) == (dst.norm, dst.N, dst.M, dict(dst.norm_options))
-        if (src.architecture, src.norm, src.N, src.M, src.gain_units) == (dst.architecture, dst.norm, dst.N, dst.M, dst.gain_units):
-            model.load_state_dict(loaded.model.state_dict())
-        elif same_transforms and src.gain_units == dst.gain_units and src.architecture in getattr(model, "grows_from", ()):
-            # A model that extends the source's (a mean-scale from a scale hyperprior) starts as
-            # the same function, then learns what it adds.
-            model.grow_from(loaded.model)
-        elif same_transforms:
-            # Another architecture with the same g_a/g_s (e.g. a hyperprior from a trained factorized
-            # model): the transforms carry over, the entropy models and gains start fresh.
-            for name in ("g_a", "g_s"):
-                getattr(model, name).load_state_dict(getattr(loaded.model, name).state_dict())
-        else:
-            raise ModelError(f"--init {opts.init} is a {loaded.config.name} checkpoint of another shape")
+        try:
+            init_from(model, loaded.model)
+        except ModelError as exc:
+            raise ModelError(f"--init {opts.init}: {exc}") from None
         init_sha = loaded.sha256
 
     net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]

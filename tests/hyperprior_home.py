@@ -52,6 +52,22 @@ patch = 32
 """
 
 
+def training_home(tmp_path, monkeypatch, configs: dict[str, str]) -> dict:
+    """An IMGCODEC_HOME holding ``configs`` (name → TOML) and no checkpoints, two photos to train
+    on, and the ``TrainOptions`` arguments every tiny run shares."""
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "checkpoints").mkdir()
+    for name, toml in configs.items():
+        (home / "models" / f"{name}.toml").write_text(toml)
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(natural_image(48, 48, seed=i)).save(data / f"{i}.png")
+    monkeypatch.setenv("IMGCODEC_HOME", str(home))
+    return dict(data=data, workers=0, progress=False, threads=1, log_every=10)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """The tiny models run fastest on one thread, above all on a machine with busy cores."""

@@ -24,7 +24,7 @@ from imgcodec.norms import NORMS
 from imgcodec.train import TrainOptions, train
 
 from conftest import natural_image
-from hyperprior_home import TINY_HP
+from hyperprior_home import TINY_HP, training_home
 
 QUALITIES = [1, 2.37, 3]
 
@@ -145,19 +145,10 @@ def test_refine_works_through_the_means():
 
 
 def test_trainer_grows_a_meanscale_model_from_a_scale_hyperprior(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "checkpoints").mkdir()
     meanscale = TINY_HP.replace('architecture = "hyperprior"', 'architecture = "meanscale"')
-    (home / "models" / "tinyhp.toml").write_text(TINY_HP)
-    (home / "models" / "tinyms.toml").write_text(meanscale)
-    (home / "models" / "tinyms-wide.toml").write_text(meanscale.replace("N = 16", "N = 24"))
-    data = tmp_path / "imgs"
-    data.mkdir()
-    for i in range(2):
-        Image.fromarray(natural_image(48, 48, seed=i)).save(data / f"{i}.png")
-    monkeypatch.setenv("IMGCODEC_HOME", str(home))
-    common = dict(data=data, workers=0, progress=False, threads=1, log_every=10)
+    common = training_home(tmp_path, monkeypatch, {
+        "tinyhp": TINY_HP, "tinyms": meanscale, "tinyms-narrow": meanscale.replace("N = 16", "N = 8"),
+    })
     hp = train(TrainOptions(model="tinyhp", out=tmp_path / "hp", steps=4, **common))
     same = train(TrainOptions(model="tinyms", out=tmp_path / "ms0", steps=0, init=Path(hp["checkpoint"]), **common))
     moved = train(TrainOptions(model="tinyms", out=tmp_path / "ms3", steps=3, init=Path(hp["checkpoint"]), **common))
@@ -170,7 +161,7 @@ def test_trainer_grows_a_meanscale_model_from_a_scale_hyperprior(tmp_path, monke
     trained = store.load_checkpoint_file(Path(moved["checkpoint"])).model
     assert trained.h_m[-1].weight.abs().sum() > 0  # the mean branch learns from its zero start
     with pytest.raises(Exception, match="another shape"):
-        train(TrainOptions(model="tinyms-wide", out=tmp_path / "x", steps=1, init=Path(hp["checkpoint"]), **common))
+        train(TrainOptions(model="tinyms-narrow", out=tmp_path / "x", steps=1, init=Path(hp["checkpoint"]), **common))
 
 
 def test_config_round_trips_the_architecture():

@@ -138,10 +138,14 @@ def test_init_fine_tunes_from_checkpoint(home, images, tmp_path):
 
 
 def test_init_refuses_other_shape(home, images, tmp_path):
-    (home / "models" / "wide.toml").write_text(TINY.replace("N = 16", "N = 32"))
+    """Another latent width M, or narrower transforms, cannot start from these weights (wider ones
+    can: tests/test_widen.py)."""
+    (home / "models" / "other-m.toml").write_text(TINY.replace("M = 24", "M = 32"))
+    (home / "models" / "narrow.toml").write_text(TINY.replace("N = 16", "N = 8"))
     base = train(opts(home, images, tmp_path / "base", steps=1))
-    with pytest.raises(ModelError, match="another shape"):
-        train(opts(home, images, tmp_path / "x", model="wide", steps=1, init=Path(base["checkpoint"])))
+    for model in ("other-m", "narrow"):
+        with pytest.raises(ModelError, match=r"^--init .*: a tiny checkpoint \(norm gdn, N=16, M=24\) is of another shape"):
+            train(opts(home, images, tmp_path / model, model=model, steps=1, init=Path(base["checkpoint"])))
 
 
 def test_init_across_architectures_carries_the_transforms_only(home, images, tmp_path):

@@ -1,0 +1,130 @@
+"""Widening ``g_a``/``g_s`` of a trained model as the same function (``autoencoders.widen``), and
+``init_from``, which the trainer's ``--init`` uses to start a model from another's weights.
+
+Tiny models whose weights and running statistics are perturbed away from their initial values, so
+that a widening which only worked on a fresh model (zero biases, unit variances) would fail here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from imgcodec import store
+from imgcodec.cli import cli
+from imgcodec.autoencoders import build_model, close, init_from, widen
+from imgcodec.codec import compress_latents
+from imgcodec.config import ModelConfig
+from imgcodec.errors import ModelError
+from imgcodec.norms import NORMS
+from imgcodec.train import TrainOptions, train
+
+from conftest import natural_image
+from hyperprior_home import TINY_HP, training_home
+
+# Norms whose layers act on each channel alone: these must widen.  The others must refuse.
+PER_CHANNEL = {"gdn", "relu", "bn", "rbn", "frn"}
+
+
+def tiny(architecture: str = "meanscale", norm: str = "gdn", N: int = 16, **kw) -> ModelConfig:
+    return ModelConfig.from_dict(dict(
+        name=f"t-{architecture}-{norm}-{N}", architecture=architecture, norm=norm, N=N, M=12,
+        lambdas=[0.002, 0.01, 0.05], default_quality=2, gain_units=architecture != "factorized",
+        norm_options={"groups": 4} if norm == "gn" else {}, **kw,  # 4 groups divide 16 and 24
+    ))
+
+
+def perturbed(model):
+    """Every parameter and running statistic of the transforms moved off its initial value
+    (variances kept positive); not the constants kept as buffers (GDN's reparametrization bounds)."""
+    gen = torch.Generator().manual_seed(3)
+    state = list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers() if "running" in n]
+    with torch.no_grad():
+        for name, t in state:
+            if t.is_floating_point() and name.startswith(("g_a.", "g_s.")):
+                t.mul_(1 + 0.2 * torch.rand(t.shape, generator=gen)).add_(0.05 * torch.rand(t.shape, generator=gen))
+    return model.eval()
+
+
+@pytest.mark.parametrize("norm", sorted(NORMS))
+def test_every_norm_widens_as_the_same_function_or_refuses(norm):
+    source = perturbed(build_model(tiny("factorized", norm)))
+    if norm not in PER_CHANNEL:
+        with pytest.raises(ModelError, match=f"norm '{norm}' does not widen as the same function"):
+            widen(source, 24)
+        return
+    wide = widen(source, 24).eval()
+    assert wide.config.N == 24 and wide.g_a[0].weight.shape[0] == 24
+    x = torch.rand(2, 3, 48, 80, generator=torch.Generator().manual_seed(9))  # not the internal probe
+    with torch.no_grad():
+        y = source.g_a(x)
+        assert close(wide.g_a(x), y, 1e-5) and close(wide.g_s(y), source.g_s(y), 1e-5)
+    # the new channels are alive: their incoming weights are not zero
+    assert wide.g_a[0].weight[16:].abs().sum() > 0 and wide.g_s[0].weight[:, 16:].abs().sum() > 0
+
+
+def test_widened_meanscale_model_writes_the_files_of_its_source():
+    """The hyperprior keeps its width, so a widened model codes every image as its source did."""
+    source = perturbed(build_model(tiny()))
+    with torch.no_grad():  # non-zero means, so that they take part
+        source.h_m[-1].weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    wide = widen(source, 32)
+    assert (wide.config.N, wide.config.hyper_channels, wide.entropy_bottleneck.channels) == (32, 16, 16)
+    for m in (source, wide):
+        m.eval().update(force=True)
+    rgb = natural_image(48, 64, seed=4)
+    for q in (1, 2.5, 3):
+        assert compress_latents(wide, rgb, quality=q) == compress_latents(source, rgb, quality=q)
+
+
+def test_widen_refuses_to_narrow():
+    with pytest.raises(ModelError, match="cannot narrow"):
+        widen(build_model(tiny(N=16)), 8)
+
+
+@pytest.mark.parametrize("change", [dict(N=8), dict(M=16), dict(norm="bn")])
+def test_init_from_refuses_another_shape(change):
+    source = build_model(tiny(N=16))
+    target = build_model(dataclasses.replace(tiny(N=16), **change))
+    with pytest.raises(ModelError, match="of another shape"):
+        init_from(target, source)
+
+
+def test_init_from_widens_then_grows_a_meanscale_from_a_narrower_hyperprior():
+    """Both steps at once: a scale hyperprior with N = 16 starts a mean-scale model with N = 24
+    and the same hyperprior width, as the same function."""
+    source = perturbed(build_model(tiny("hyperprior")))
+    target = build_model(tiny("meanscale", N=24, hyper_N=16))
+    init_from(target, source)
+    for m in (source, target):
+        m.eval().update(force=True)
+    rgb = natural_image(40, 56, seed=2)
+    assert compress_latents(target, rgb, quality=2) == compress_latents(source, rgb, quality=2)
+    assert target.h_m[-1].weight.abs().sum() == 0  # grown: zero means
+
+
+def test_hyper_n_is_stored_only_when_set():
+    plain = tiny()
+    assert "hyper_N" not in plain.to_json() and plain.hyper_channels == plain.N
+    wide = tiny(N=24, hyper_N=16)
+    assert ModelConfig.from_json(wide.to_json()) == wide and wide.hyper_channels == 16
+
+
+def test_trainer_widens_and_the_new_channels_learn(tmp_path, monkeypatch):
+    common = training_home(tmp_path, monkeypatch, {
+        "tinyhp": TINY_HP, "tinyhp-wide": TINY_HP.replace("N = 16", "N = 24\nhyper_N = 16"),
+    })
+    hp = train(TrainOptions(model="tinyhp", out=tmp_path / "hp", steps=3, **common))
+    wide = train(TrainOptions(model="tinyhp-wide", out=tmp_path / "w", steps=3, init=Path(hp["checkpoint"]), **common))
+    model = store.load_checkpoint_file(Path(wide["checkpoint"])).model
+    assert model.config.N == 24
+    # zero at the start (the new channels' weights into old ones), moved by three steps
+    assert model.g_a[2].weight[:16, 16:].abs().sum() > 0
+    assert model.g_s[-1].weight[16:].abs().sum() > 0
+    listing = CliRunner().invoke(cli, ["models"]).output
+    assert "tinyhp-wide: " in listing and "N=24, M=24, hyper_N=16," in listing
+    assert "tinyhp: " in listing and "N=16, M=24, default quality" in listing
