@@ -182,7 +182,9 @@ def models():
 @click.option("--minutes", type=float, help="Wall-clock budget (the lr decays at the recipe's fraction of it).")
 @click.option("--steps", type=int, help="Step budget instead of --minutes.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/state.safetensors if it exists.")
-@click.option("--init", type=click.Path(exists=True, dir_okay=False), help="Fine-tune from this checkpoint.")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False), help="Start from this checkpoint: all of it for the same model; for a wider one, its transforms "
+              "widened as the same function; for a mean-scale from a scale hyperprior, grown; otherwise "
+              "g_a/g_s only (autoencoders.init_from).")
 @click.option("--batch-size", type=int)
 @click.option("--patch", type=int, help="Crop size (multiple of 16).")
 @click.option("--lr", type=float)
