@@ -148,7 +148,8 @@ def config_toml(config: ModelConfig) -> str:
     d = dataclasses.asdict(config)
     tables = {k: d.pop(k) for k in ("norm_options", "training")}
     d.pop("name")
-    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items()]
+    # TOML has no null: an unset optional field (hyper_N) is left out and reads back as unset
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if v is not None]
     for name, table in tables.items():
         if table:
             lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]

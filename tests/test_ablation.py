@@ -32,7 +32,8 @@ NAMES = sorted(NORMS)
 
 @pytest.mark.parametrize("name", NAMES)
 def test_variant_config_toml_reads_back_exactly(name, tmp_path):
-    for config in (variant_config(name), variant_config(name, N=8, M=12)):
+    configs = (variant_config(name), variant_config(name, N=8, M=12))
+    for config in configs + (dataclasses.replace(configs[1], hyper_N=16),):  # the optional field too
         path = tmp_path / f"{config.name}.toml"
         path.write_text(ablation.config_toml(config), encoding="utf-8")
         assert ModelConfig.from_toml(path) == config
