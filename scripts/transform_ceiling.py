@@ -1,0 +1,59 @@
+"""How much of a model's distortion is its transforms' own, not the quantization's: the PSNR of
+``g_s(g_a(x))`` with no quantization at all, against ``g_s(round(g_a(x)))`` (the latent rounded as
+the coder rounds it, without the means of a mean-scale model), at every whole quality, over a folder
+of images (each cropped to a multiple of 64 pixels; 8-bit PSNR of the clamped, rounded output).
+
+Where the two are close, more rate cannot buy much more PSNR: the top of the curve is bound by what
+the transforms can reconstruct (docs/training.md, "Session 6").
+
+    python scripts/transform_ceiling.py DIR [--model meanscale-gdn | --checkpoint FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgcodec import evaluate, store
+
+
+def reconstruct(model, x: torch.Tensor, y: torch.Tensor, inverse) -> np.ndarray:
+    x_hat = model.g_s(y if inverse is None else y * inverse)
+    return (x_hat.clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).numpy()
+
+
+@torch.no_grad()
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--model", default="meanscale-gdn")
+    ap.add_argument("--checkpoint", type=Path, help="A checkpoint file instead of a shipped model.")
+    args = ap.parse_args()
+    if args.checkpoint:
+        loaded = store.load_checkpoint_file(args.checkpoint)
+    else:
+        loaded = store.load_shipped(args.model, store.EVERY_QUALITY)
+    model = loaded.model.eval()
+    images = evaluate.load_images(args.data)
+    print(f"{loaded.config.name} on {len(images)} images of {args.data}")
+    print("| quality | g_s(g_a(x)) PSNR | g_s(round(g_a(x))) PSNR |")
+    print("|---:|---:|---:|")
+    # a continuous model codes every quality; another checkpoint, its own
+    qualities = loaded.config.qualities if loaded.config.continuous else [loaded.meta.get("quality")]
+    for q in qualities:
+        gain, inverse = model.gains(q) if loaded.config.continuous else (None, None)
+        exact, rounded = [], []
+        for im in images:
+            rgb = im.rgb[: im.height // 64 * 64, : im.width // 64 * 64]
+            x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+            y = model.g_a(x) * (1 if gain is None else gain)
+            exact.append(evaluate.psnr(rgb, reconstruct(model, x, y, inverse)))
+            rounded.append(evaluate.psnr(rgb, reconstruct(model, x, torch.round(y), inverse)))
+        print(f"| {q} | {np.mean(exact):.2f} | {np.mean(rounded):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
