@@ -1,7 +1,7 @@
 """How much of a model's distortion is its transforms' own, not the quantization's: the PSNR of
 ``g_s(g_a(x))`` with no quantization at all, against ``g_s(round(g_a(x)))`` (the latent rounded as
 the coder rounds it, without the means of a mean-scale model), at every whole quality, over a folder
-of images (each cropped to a multiple of 64 pixels; 8-bit PSNR of the clamped, rounded output).
+of images (the codec's own padded analysis and 8-bit synthesis, ``tiling``; 8-bit PSNR).
 
 Where the two are close, more rate cannot buy much more PSNR: the top of the curve is bound by what
 the transforms can reconstruct (docs/training.md, "Session 6").
@@ -17,12 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgcodec import evaluate, store
-
-
-def reconstruct(model, x: torch.Tensor, y: torch.Tensor, inverse) -> np.ndarray:
-    x_hat = model.g_s(y if inverse is None else y * inverse)
-    return (x_hat.clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).numpy()
+from imgcodec import evaluate, store, tiling
 
 
 @torch.no_grad()
@@ -47,11 +42,11 @@ def main() -> None:
         gain, inverse = model.gains(q) if loaded.config.continuous else (None, None)
         exact, rounded = [], []
         for im in images:
-            rgb = im.rgb[: im.height // 64 * 64, : im.width // 64 * 64]
-            x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
-            y = model.g_a(x) * (1 if gain is None else gain)
-            exact.append(evaluate.psnr(rgb, reconstruct(model, x, y, inverse)))
-            rounded.append(evaluate.psnr(rgb, reconstruct(model, x, torch.round(y), inverse)))
+            y = tiling.analysis(model, im.rgb)
+            y = y if gain is None else y * gain
+            for latent, psnrs in ((y, exact), (torch.round(y), rounded)):
+                x_hat = tiling.synthesis(model, latent if inverse is None else latent * inverse, im.height, im.width)
+                psnrs.append(evaluate.psnr(im.rgb, x_hat))
         print(f"| {q} | {np.mean(exact):.2f} | {np.mean(rounded):.2f} |")
 
 
