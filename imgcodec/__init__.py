@@ -8,6 +8,7 @@ Importing this package does not import torch; the first ``encode``/``decode`` do
 """
 
 from .errors import BitstreamError, CodecError, InputError, ModelError, OutputError
+from . import pillow_plugin as _pillow_plugin  # noqa: F401 - Image.open/save of imgcodec files (no Pillow import yet)
 
 __version__ = "0.1.0"
 

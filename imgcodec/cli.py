@@ -460,6 +460,41 @@ def bench(qualities, sections, scaling_mp, json_out, compile_, **kw):
         click.echo(f"wrote {json_out}")
 
 
+# --- visual comparison at equal file size ---
+
+
+@cli.command("compare-images")
+@click.argument("photos", nargs=-1, required=True)
+@click.option("--size", help="The file size every codec must fit in (e.g. 40KB, 1.5MB).")
+@click.option("--bpp", type=float, help="Instead of --size: bits per pixel of each photo.")
+@click.option("-o", "--output", default="compare.html", show_default=True, type=click.Path(dir_okay=False),
+              help="The HTML page to write (self-contained, works offline).")
+@click.option("--png", type=click.Path(dir_okay=False), help="Also write a grid of zoomed crops to this PNG.")
+@click.option("--zoom", type=click.IntRange(1, 16), default=2, show_default=True, help="Enlargement of the PNG's crops.")
+@click.option("--codecs", default="jpeg,webp,avif", show_default=True, help="Classical codecs beside imgcodec.")
+@click.option("--model", help="imgcodec model (default: factorized-gdn).")
+@click.option("--refine", type=click.IntRange(min=0), default=0, show_default=True, metavar="STEPS",
+              help="Encode imgcodec with STEPS steps of encoder-side refinement (as `encode --refine`).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+def compare_images(photos, size, bpp, output, png, zoom, codecs, model, refine, device, force):
+    """Look at imgcodec, JPEG, WebP and AVIF at equal file size: an HTML page with a slider and zoom."""
+    from . import visual
+    from .ratecontrol import parse_size
+
+    if (size is None) == (bpp is None):
+        raise click.UsageError("give one of --size and --bpp")
+    if size is not None:
+        try:
+            size = parse_size(size)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--size") from None
+    for line in visual.run(photos, Path(output), size=size, bpp=bpp, png=Path(png) if png else None, force=force,
+                           zoom=zoom, codecs=_comma_list((codecs,)), model=model, refine=refine,
+                           device=_check_device(device)):
+        click.echo(line)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every expected failure into one line and an exit code."""
     # compressai 1.2 scripts a helper with the deprecated torch.jit API; its FutureWarning would
