@@ -241,7 +241,7 @@ def test_pillow_round_trip(tmp_path):
 
 
 def test_pillow_refuses_a_damaged_file(tmp_path):
-    data = bytearray(imgcodec.encode(natural_image(16, 16), quality=1))
+    data = bytearray(imgcodec.encode(Image.fromarray(natural_image(16, 16)), quality=1))
     data[-1] ^= 0xFF
     (tmp_path / "bad.bin").write_bytes(bytes(data))
     with pytest.raises(BitstreamError, match="CRC"):
