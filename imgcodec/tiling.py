@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from compressai.layers import GDN
 from torch import nn
 
-from . import fastpath
+from . import _light, fastpath
+
+_light.load()  # compressai without its package __init__ (its data sets): see _light.py
+from compressai.layers import GDN  # noqa: E402
 
 STRIDE = 16  # pixels per latent of the factorized model
 HALO = 2  # latents of context on each inner side of a tile (32 pixels ≥ the 30-pixel footprint)
