@@ -7,6 +7,7 @@ imports what it needs.  Every ``CodecError`` becomes one line on stderr and exit
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -25,12 +26,17 @@ def _check_device(device: str) -> str:
     return device
 
 
+STREAM = "-"  # standard input as an input, standard output as an output
+
+
 def _outputs(inputs: tuple[str, ...], output_dir: str | None, suffix: str, what: str) -> list[tuple[Path, Path]]:
-    """Pair inputs with outputs: ``IN OUT`` or ``IN... -o DIR``."""
+    """Pair inputs with outputs: ``IN OUT`` or ``IN... -o DIR`` (``-``: stdin / stdout, single file only)."""
     if output_dir is None:
         if len(inputs) != 2:
             raise click.UsageError(f"give INPUT OUTPUT, or several inputs with -o/--output-dir DIR")
         return [(Path(inputs[0]), Path(inputs[1]))]
+    if STREAM in inputs:
+        raise click.UsageError("'-' (standard input) is for a single file: give - OUTPUT")
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} is not a folder")
@@ -42,22 +48,49 @@ def _outputs(inputs: tuple[str, ...], output_dir: str | None, suffix: str, what:
     return pairs
 
 
+def _is_stream(p: Path) -> bool:
+    return str(p) == STREAM
+
+
+def _read_stdin() -> bytes:
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise InputError("standard input is empty")
+    return data
+
+
+def _write_stdout(data: bytes) -> None:
+    if sys.stdout.isatty():
+        raise OutputError("refusing to write binary data to a terminal (redirect standard output)")
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except OSError as exc:
+        from .atomic import _describe
+
+        raise OutputError(f"cannot write to standard output: {_describe(exc)}") from None
+
+
 def _run_batch(pairs, work, label: str) -> None:
-    """Run ``work(src, dst)`` for each pair; one failure does not stop the others."""
+    """Run ``work(src, dst)`` for each pair; a failed file does not stop the others, and every
+    failure is reported, one line each, after the progress bar has closed."""
+    if len(pairs) == 1:
+        work(*pairs[0])
+        return
     from tqdm import tqdm
 
-    failures = 0
-    show = len(pairs) > 1 and sys.stderr.isatty()
-    for src, dst in tqdm(pairs, desc=label, unit="file", disable=not show):
-        try:
-            work(src, dst)
-        except CodecError as exc:
-            if len(pairs) == 1:
-                raise
-            failures += 1
-            click.echo(f"imgcodec: {src}: {exc}", err=True)
+    failures = []
+    show = sys.stderr.isatty()
+    with tqdm(pairs, desc=label, unit="file", disable=not show, leave=False) as bar:
+        for src, dst in bar:
+            try:
+                work(src, dst)
+            except CodecError as exc:
+                failures.append((src, exc))
+    for src, exc in failures:
+        click.echo(f"imgcodec: {src}: {exc}", err=True)
     if failures:
-        raise CodecError(f"{failures} of {len(pairs)} files failed")
+        raise CodecError(f"{len(failures)} of {len(pairs)} files failed")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,11 +110,17 @@ def cli() -> None:
 @click.option("--refine", type=click.IntRange(min=0), default=0, show_default=True, metavar="STEPS",
               help="Optimize the latents for this image for STEPS steps: a smaller file at the same quality, "
                    "a slower encode (about 0.4 s per step per Kodak image on one core); decoding is unchanged.")
+@click.option("--metadata", type=click.Choice(["all", "icc", "none"]), default="all", show_default=True,
+              help="What the file keeps of the image's metadata: all (ICC profile, EXIF, XMP), icc, none.")
+@click.option("--to-srgb", is_flag=True, help="Convert the pixels of a colour-managed image to sRGB (no profile kept).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
-def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, device, force):
-    """Compress an image: `encode IN.png OUT.bin`, or `encode A.png B.jpg -o DIR`."""
-    from . import codec
+@click.option("-f", "--force", is_flag=True,
+              help="Overwrite existing outputs (never an input, never a read-only file; a symlink's target is replaced).")
+def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, metadata, to_srgb, device, force):
+    """Compress an image: `encode IN.png OUT.bin`, or `encode A.png B.jpg -o DIR` (`-`: stdin / stdout)."""
+    from . import store
+    from .atomic import check_writable, write_bytes_atomic
+    from .imageio import read_image
 
     if sum(v is not None for v in (quality, target_size, target_bpp)) > 1:
         raise click.UsageError("give one of -q/--quality, --target-size and --target-bpp")
@@ -95,15 +134,27 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
             raise click.BadParameter(str(exc), param_hint="--target-size") from None
     if target_bpp is not None:
         targets["target_bpp"] = target_bpp
-    device = _check_device(device)
     pairs = _outputs(inputs, output_dir, ".bin", "output")
+    # Everything that can be checked without torch is, before it loads: the model, the quality.
+    config = store.load_config(model or store.DEFAULT_MODEL)
+    if quality is not None:
+        config.normalize_quality(quality)
 
     def work(src: Path, dst: Path) -> None:
-        data = codec.encode_file(src, dst, quality=quality, model=model, device=device, force=force, refine=refine,
-                                 **targets)
+        img = read_image(_read_stdin() if _is_stream(src) else src, metadata, to_srgb)
+        if not _is_stream(dst):
+            check_writable(dst, force, inputs=[src])
+        from . import codec  # torch loads here, once the input is known to be good
+
+        data = codec.encode(img, quality=quality, model=model, device=_check_device(device), refine=refine, **targets)
+        if _is_stream(dst):
+            _write_stdout(data)
+        else:
+            write_bytes_atomic(dst, data, force, inputs=[src])
         if targets:  # say what the search chose
             s = codec.read_info(data)
-            click.echo(f"{dst}: quality {s.header.quality}, {s.size} bytes, {s.bpp:.4f} bpp")
+            click.echo(f"{dst}: quality {s.header.quality}, {s.size} bytes, {s.bpp:.4f} bpp",
+                       err=_is_stream(dst))
 
     _run_batch(pairs, work, "encode")
 
@@ -112,22 +163,40 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output-dir", help="Decode every INPUT into this folder.")
 @click.option("--format", "fmt", type=click.Choice(["png", "webp", "tiff", "bmp"]), default="png",
-              show_default=True, help="Image format of outputs written with -o.")
+              show_default=True, help="Image format of outputs written with -o or to standard output.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("-f", "--force", is_flag=True,
+              help="Overwrite existing outputs (never an input, never a read-only file; a symlink's target is replaced).")
 @click.option("--no-size-cap", is_flag=True, help="Decode images larger than the default pixel cap.")
 def decode(inputs, output_dir, fmt, device, force, no_size_cap):
-    """Decompress: `decode IN.bin OUT.png` (format from the extension), or `decode A.bin -o DIR`."""
-    from . import bitstream, codec
+    """Decompress: `decode IN.bin OUT.png` (format from the extension), or `decode A.bin -o DIR` (`-`: stdin / stdout)."""
+    from . import bitstream, store
+    from .atomic import check_writable, write_bytes_atomic
+    from .imageio import image_bytes, output_format, read_input_bytes
 
-    device = _check_device(device)
     pairs = _outputs(inputs, output_dir, "." + fmt, "output")
     cap = None if no_size_cap else bitstream.DEFAULT_MAX_PIXELS
-    _run_batch(
-        pairs,
-        lambda s, d: codec.decode_file(s, d, device=device, force=force, max_pixels=cap),
-        "decode",
-    )
+
+    def work(src: Path, dst: Path) -> None:
+        image_format = fmt.upper() if _is_stream(dst) else output_format(dst)
+        data = _read_stdin() if _is_stream(src) else read_input_bytes(src)
+        header = bitstream.unpack(data, max_pixels=cap).header  # a bad file is refused before torch loads
+        try:
+            store.load_config(header.model)
+        except CodecError as exc:
+            raise type(exc)(f"this file needs model {header.model!r} quality {header.quality}: {exc}") from None
+        if not _is_stream(dst):
+            check_writable(dst, force, inputs=[src])
+        from . import codec
+
+        img = codec.decode(data, device=_check_device(device), max_pixels=cap)
+        out = image_bytes(img, fmt=image_format)
+        if _is_stream(dst):
+            _write_stdout(out)
+        else:
+            write_bytes_atomic(dst, out, force, inputs=[src])
+
+    _run_batch(pairs, work, "decode")
 
 
 @cli.command()
@@ -136,12 +205,10 @@ def info(files):
     """Show the header of imgcodec files: model, weights, quality, size, mode, bytes, bpp."""
     from .bitstream import unpack
 
+    from .imageio import read_input_bytes
+
     for name in files:
-        try:
-            data = Path(name).read_bytes()
-        except OSError as exc:
-            raise InputError(f"{name}: {exc.strerror or exc}") from None
-        s = unpack(data, max_pixels=None)
+        s = unpack(_read_stdin() if name == STREAM else read_input_bytes(name), max_pixels=None)
         h = s.header
         click.echo(f"{name}:")
         click.echo(f"  model     {h.model}")
@@ -150,6 +217,7 @@ def info(files):
         click.echo(f"  size      {h.width}x{h.height}")
         click.echo(f"  mode      {h.mode}")
         click.echo(f"  parts     {', '.join(str(len(p)) for p in s.parts)} bytes")
+        click.echo(f"  metadata  {', '.join(h.metadata_names) or 'none'}")
         click.echo(f"  bytes     {s.size}")
         click.echo(f"  bpp       {s.bpp:.4f}")
 
@@ -497,9 +565,12 @@ def compare_images(photos, size, bpp, output, png, zoom, codecs, model, refine, 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every expected failure into one line and an exit code."""
-    # compressai 1.2 scripts a helper with the deprecated torch.jit API; its FutureWarning would
-    # break the one-line error rule on stderr.
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
+    # Library warnings (Pillow on odd files, numpy, torch, compressai's deprecated torch.jit use)
+    # are not the user's business: stderr carries only imgcodec's own lines (IMGCODEC_DEBUG shows them).
+    if not os.environ.get("IMGCODEC_DEBUG"):
+        warnings.simplefilter("ignore")
+    if hasattr(signal, "SIGXFSZ"):  # over a file-size limit, a write fails with EFBIG instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         cli.main(args=argv, prog_name="imgcodec", standalone_mode=False)
     except click.exceptions.Abort:
@@ -514,6 +585,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("imgcodec: interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # the system refused something (a full disk, a closed pipe): one line, not a bug
+        from .atomic import _describe
+
+        click.echo(f"imgcodec: error: {_describe(exc)}" + (f": {exc.filename}" if exc.filename else ""), err=True)
+        sys.exit(1)
+    except MemoryError:
+        click.echo("imgcodec: error: out of memory", err=True)
+        sys.exit(1)
     except Exception as exc:  # a bug: still one line, the traceback on request
         if os.environ.get("IMGCODEC_DEBUG"):
             raise

@@ -8,6 +8,7 @@ which alone names the model, the weights, the size and the colour mode to restor
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 
@@ -17,10 +18,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import bitstream, rans, store, tiling
-from .errors import BitstreamError, CodecError, ModelError
-from .imageio import CanonicalImage, read_image, to_pil
+from .errors import BitstreamError, CodecError, InputError, ModelError
+from .imageio import CanonicalImage, read_image, read_input_bytes, to_pil
 
-DEFAULT_MODEL = "factorized-gdn"
+DEFAULT_MODEL = store.DEFAULT_MODEL
 
 
 def pad_image(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -127,6 +128,8 @@ def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str
     latent = len(parts)
     if img.alpha is not None:
         parts.append(zlib.compress(img.alpha.tobytes(), 9))
+    meta = img.metadata
+    parts += [bitstream.pack_metadata(v) for v in meta.values()]
     header = bitstream.Header(
         model=config.name,
         weights=bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES],
@@ -135,27 +138,32 @@ def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str
         height=img.size[1],
         mode=img.mode,
         latent_parts=latent,
+        metadata=sum(1 << bitstream.METADATA.index(k) for k in meta),
     )
     return bitstream.pack(header, parts)
 
 
 def encode(image, quality=None, model: str | None = None, device: str = "cpu", target_size: int | None = None,
-           target_bpp: float | None = None, refine: int = 0) -> bytes:
-    """Compress an image (a path or a ``PIL.Image``) to the bytes of an imgcodec file.
+           target_bpp: float | None = None, refine: int = 0, metadata: str = "all", to_srgb: bool = False) -> bytes:
+    """Compress an image to the bytes of an imgcodec file.
 
-    ``target_size`` (bytes) or ``target_bpp``: instead of a quality, the highest quality whose file
-    fits (``ratecontrol``). ``refine``: steps of encoder-side refinement (``refine.py``): a smaller
-    file for the same quality, for a slower encode; the decoder is the same.
+    ``image``: a path, a ``PIL.Image``, a numpy array, the bytes of an image file or a binary file
+    object (``imageio``). ``target_size`` (bytes) or ``target_bpp``: instead of a quality, the
+    highest quality whose file fits (``ratecontrol``). ``refine``: steps of encoder-side refinement
+    (``refine.py``): a smaller file for the same quality, for a slower encode; the decoder is the
+    same. ``metadata``: ``"all"`` (ICC profile, EXIF, XMP), ``"icc"`` or ``"none"``; ``to_srgb``:
+    convert a tagged image's pixels to sRGB and keep no profile.
     """
+    img = read_image(image, metadata, to_srgb)  # input errors first, before any weights load
     if target_size is not None or target_bpp is not None:
         from .ratecontrol import encode_to_target
 
         if quality is not None:
             raise ModelError("give a quality or a target size, not both")
-        return encode_to_target(read_image(image), model, size=target_size, bpp=target_bpp, device=device,
+        return encode_to_target(img, model, size=target_size, bpp=target_bpp, device=device,
                                 refine=refine).data
     loaded = _resolve(model, quality)
-    return encode_canonical(read_image(image), loaded, device, refine=refine)
+    return encode_canonical(img, loaded, device, refine=refine)
 
 
 def _model_for(header: bitstream.Header, loaded: store.LoadedModel | None = None) -> store.LoadedModel:
@@ -176,18 +184,34 @@ def _model_for(header: bitstream.Header, loaded: store.LoadedModel | None = None
     return loaded
 
 
+def file_bytes(source) -> bytes:
+    """The bytes of an imgcodec file given as bytes, a path (``str`` or ``Path``) or a binary file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        return read_input_bytes(source)
+    if hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise InputError(f"the file object gave {type(data).__name__}, not bytes (open it in binary mode)")
+        return bytes(data)
+    raise InputError(f"cannot decode a {type(source).__name__}: give bytes, a path or a binary file object")
+
+
 def decode(
-    data: bytes,
+    data,
     device: str = "cpu",
     max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS,
     loaded: store.LoadedModel | None = None,
 ) -> Image.Image:
-    """Decode the bytes of an imgcodec file to a ``PIL.Image`` of the original size and mode.
+    """Decode an imgcodec file (bytes, a path or a binary file object) to a ``PIL.Image`` of the
+    original size and mode, with its ICC profile, EXIF and XMP in ``img.info`` (``icc_profile``,
+    ``exif``, ``xmp``) where the file has them.
 
     ``loaded``: decode with these weights (e.g. a fresh training result not in the manifest);
     the file must name exactly them.
     """
-    stream = bitstream.unpack(data, max_pixels=max_pixels)
+    stream = bitstream.unpack(file_bytes(data), max_pixels=max_pixels)
     h = stream.header
     loaded = _model_for(h, loaded)
     k = latent_parts(loaded.model)
@@ -208,46 +232,38 @@ def decode(
         if len(raw) != h.width * h.height:
             raise BitstreamError("corrupt alpha plane")
         alpha = np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
-    return to_pil(rgb, alpha, gray=h.mode.startswith("L"))
+    return to_pil(rgb, alpha, gray=h.mode.startswith("L"), metadata=bitstream.unpack_metadata(stream))
 
 
 def read_info(data: bytes) -> bitstream.Bitstream:
     return bitstream.unpack(data, max_pixels=None)
 
 
-def _read_input(src: Path) -> bytes:
-    from .errors import InputError
-
-    try:
-        return Path(src).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{src}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{src} is a folder, not a file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {src}: {exc.strerror or exc}") from None
-
-
 def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", force=False, refine: int = 0,
-                **targets) -> bytes:
-    """Encode ``src`` into ``dst``; the temporary output is opened first so a bad target fails fast.
+                metadata: str = "all", to_srgb: bool = False, **targets) -> bytes:
+    """Encode ``src`` into ``dst``: the input is read and the output checked before any work; the
+    output is never the input file (even with ``force``).
 
-    ``targets``: ``target_size`` or ``target_bpp`` of ``encode``; ``refine``: see ``encode``."""
-    from .atomic import atomic_open
+    ``targets``: ``target_size`` or ``target_bpp`` of ``encode``; ``refine``, ``metadata``,
+    ``to_srgb``: see ``encode``."""
+    from .atomic import check_writable, write_bytes_atomic
 
-    with atomic_open(Path(dst), force) as f:
-        data = encode(src, quality=quality, model=model, device=device, refine=refine, **targets)
-        f.write(data)
+    img = read_image(src, metadata, to_srgb)
+    check_writable(Path(dst), force, inputs=[src])
+    data = encode(img, quality=quality, model=model, device=device, refine=refine, **targets)
+    write_bytes_atomic(Path(dst), data, force, inputs=[src])
     return data
 
 
 def decode_file(src: Path, dst: Path, device="cpu", force=False, max_pixels=bitstream.DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``src`` into an image file ``dst`` (format from its extension)."""
-    from .atomic import atomic_open
+    """Decode ``src`` into an image file ``dst`` (format from its extension, metadata kept where
+    the format holds it); the output is never the input file."""
+    from .atomic import check_writable, write_bytes_atomic
     from .imageio import image_bytes, output_format
 
     output_format(Path(dst))
-    with atomic_open(Path(dst), force) as f:
-        img = decode(_read_input(src), device=device, max_pixels=max_pixels)
-        f.write(image_bytes(img, Path(dst)))
+    data = read_input_bytes(src)
+    check_writable(Path(dst), force, inputs=[src])
+    img = decode(data, device=device, max_pixels=max_pixels)
+    write_bytes_atomic(Path(dst), image_bytes(img, Path(dst)), force, inputs=[src])
     return img

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +22,10 @@ from .errors import ModelError
 
 CHECKPOINT_FORMAT = "imgcodec-checkpoint-1"
 MANIFEST_NAME = "manifest.json"
+DEFAULT_MODEL = "factorized-gdn"
+# Bounds a checkpoint's config must keep before anything is built from it.
+MAX_CHANNELS = 1024
+MAX_LEVELS = 255
 
 
 def repo_root() -> Path:
@@ -42,8 +47,12 @@ def available_configs() -> dict[str, ModelConfig]:
 
 
 def load_config(name: str) -> ModelConfig:
+    """The config of a registered model.  ``name`` is a registry name (``models/<name>.toml``),
+    never a path: anything with a separator, a leading dot or other characters is unknown."""
+    from .bitstream import valid_model_id
+
     path = models_dir() / f"{name}.toml"
-    if not path.is_file():
+    if not valid_model_id(name) or not path.is_file():
         known = ", ".join(sorted(available_configs())) or "none"
         raise ModelError(f"unknown model {name!r} (known: {known})")
     return ModelConfig.from_toml(path)
@@ -128,35 +137,121 @@ def read_checkpoint(path: Path, expected_sha256: str | None = None):
     path = Path(path)
     try:
         data = path.read_bytes()
+    except PermissionError:
+        raise ModelError(f"cannot read checkpoint {path}: permission denied") from None
     except OSError as exc:
         raise ModelError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and digest != expected_sha256:
         raise ModelError(f"checkpoint {path.name} does not match its manifest sha256 (tampered or stale)")
+    # Everything the header says is checked before a tensor is allocated.
+    try:
+        header = _safetensors_header(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path.name} is not a safetensors checkpoint ({exc})") from None
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path.name} is not an imgcodec checkpoint")
+    config, extra = _checked_metadata(meta, path.name)
+    _check_weight_bytes(config, header, path.name)
     try:
         tensors = load(data)
-        meta = _safetensors_metadata(data)
     except (SafetensorError, ValueError, OSError) as exc:
         raise ModelError(f"{path.name} is not a safetensors checkpoint ({exc})") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"{path.name} is not an imgcodec checkpoint")
-    config = ModelConfig.from_json(meta.pop("config"))
-    meta.pop("format")
-    extra = {k: json.loads(v) for k, v in meta.items()}
     return tensors, config, extra, digest
 
 
-def _safetensors_metadata(data: bytes) -> dict:
+def _safetensors_header(data: bytes) -> dict:
+    """The JSON header of a safetensors file (bounded by the file's own size)."""
     if len(data) < 8:
         raise ValueError("file too short")
     n = int.from_bytes(data[:8], "little")
     if n > len(data) - 8:
         raise ValueError("header length exceeds the file")
     header = json.loads(data[8 : 8 + n])
-    return dict(header.get("__metadata__") or {})
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header
+
+
+def _checked_metadata(meta: dict, name: str):
+    """``(config, extra metadata)`` of a checkpoint's metadata, every field type- and range-checked."""
+    bad = f"checkpoint {name} has invalid metadata"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ModelError(f"{bad}: values must be strings")
+    try:
+        d = json.loads(meta.get("config", ""))
+    except ValueError:
+        raise ModelError(f"{bad}: its config is not JSON") from None
+    check_config_dict(d, f"{bad}: config")
+    config = ModelConfig.from_dict(d)
+    extra = {}
+    for k, v in meta.items():
+        if k in ("format", "config"):
+            continue
+        try:
+            extra[k] = json.loads(v)
+        except ValueError:
+            raise ModelError(f"{bad}: {k!r} is not JSON") from None
+    q = extra.get("quality", 0)
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= MAX_LEVELS:
+        raise ModelError(f"{bad}: quality {q!r}")
+    return config, extra
+
+
+def _is_int(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def check_config_dict(d, what: str) -> None:
+    """Refuse a config (as JSON gives it) with a wrong type or an absurd size, before it is built:
+    the widths at most ``MAX_CHANNELS``, 1 … ``MAX_LEVELS`` finite positive λ."""
+    if not isinstance(d, dict):
+        raise ModelError(f"{what} is not a JSON object")
+    for key, kind in (("name", str), ("architecture", str), ("norm", str)):
+        if not isinstance(d.get(key), kind) or not d[key]:
+            raise ModelError(f"{what}: {key} missing or not a string")
+    if not 1 <= len(d["name"]) <= 64:
+        raise ModelError(f"{what}: name of {len(d['name'])} characters")
+    for key in ("N", "M"):
+        if not _is_int(d.get(key), 1, MAX_CHANNELS):
+            raise ModelError(f"{what}: {key} = {d.get(key)!r} (a whole number 1 … {MAX_CHANNELS})")
+    if d.get("hyper_N") is not None and not _is_int(d["hyper_N"], 1, MAX_CHANNELS):
+        raise ModelError(f"{what}: hyper_N = {d['hyper_N']!r} (a whole number 1 … {MAX_CHANNELS})")
+    lambdas = d.get("lambdas")
+    if not isinstance(lambdas, list) or not 1 <= len(lambdas) <= MAX_LEVELS or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in lambdas):
+        raise ModelError(f"{what}: lambdas must be 1 … {MAX_LEVELS} positive numbers")
+    if not _is_int(d.get("default_quality"), 1, len(lambdas)):
+        raise ModelError(f"{what}: default_quality = {d.get('default_quality')!r}")
+    for key, kind in (("norm_options", dict), ("training", dict), ("gain_units", bool), ("description", str)):
+        if key in d and not isinstance(d[key], kind):
+            raise ModelError(f"{what}: {key} is not a {kind.__name__}")
+
+
+def _check_weight_bytes(config: ModelConfig, header: dict, name: str) -> None:
+    """The weights a config needs must be in the file: g_a and g_s alone hold 2 × 25 × (3N + 2N² + NM)
+    float32 values, so a tiny file whose config claims huge widths is refused without building it."""
+    n, m = config.N, config.M
+    needed = 4 * 2 * 25 * (3 * n + 2 * n * n + n * m)
+    held = 0
+    for entry in header.values():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets):
+            held = max(held, offsets[1])
+    if held < needed:
+        raise ModelError(f"checkpoint {name}: its config (N={n}, M={m}) needs at least {needed} bytes of weights, "
+                         f"the file holds {held}")
+
+
+def _safetensors_metadata(data: bytes) -> dict:
+    return dict(_safetensors_header(data).get("__metadata__") or {})
 
 
 def model_from_tensors(tensors: dict, config: ModelConfig):
+    from . import _light
+
+    _light.load()  # compressai without its data sets (see _light.py)
     from .autoencoders import build_model
 
     model = build_model(config)

@@ -54,7 +54,7 @@ def test_errors_are_codec_errors():
         (b"", "not an imgcodec file"),
         (b"PNG\x89" + b"\0" * 40, "not an imgcodec file"),
         (b"IMGC", "truncated"),
-        (b"IMGC\x03" + b"\0" * 40, "unsupported format version 3"),
+        (b"IMGC\x04" + b"\0" * 40, "unsupported format version 4"),
         (b"IMGC\x00" + b"\0" * 40, "unsupported format version 0"),
     ],
 )
