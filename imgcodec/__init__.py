@@ -24,20 +24,29 @@ __all__ = [
 ]
 
 
-def encode(image, quality=None, model=None, device="cpu", target_size=None, target_bpp=None, refine=0) -> bytes:
-    """Compress an image (path or ``PIL.Image``) to the bytes of an imgcodec file.
+def encode(image, quality=None, model=None, device="cpu", target_size=None, target_bpp=None, refine=0,
+           metadata="all", to_srgb=False) -> bytes:
+    """Compress an image to the bytes of an imgcodec file.
 
+    ``image``: a path, a ``PIL.Image``, a numpy array, the bytes of an image file or a binary file
+    object; anything else raises ``InputError`` (a ``CodecError``).
     ``target_size`` (bytes) or ``target_bpp`` instead of ``quality``: the highest quality whose file fits.
     ``refine``: steps of encoder-side refinement (a smaller file for its quality, a slower encode).
+    ``metadata``: what the file keeps, ``"all"`` (ICC profile, EXIF, XMP), ``"icc"`` or ``"none"``;
+    ``to_srgb``: convert a colour-managed image's pixels to sRGB and keep no profile.
     """
+    from .imageio import read_image
+
+    img = read_image(image, metadata, to_srgb)  # a bad input is refused before torch is imported
     from .codec import encode as _encode
 
-    return _encode(image, quality=quality, model=model, device=device, target_size=target_size, target_bpp=target_bpp,
+    return _encode(img, quality=quality, model=model, device=device, target_size=target_size, target_bpp=target_bpp,
                    refine=refine)
 
 
-def decode(data: bytes, device="cpu", **kwargs):
-    """Decode the bytes of an imgcodec file to a ``PIL.Image`` (original size and mode)."""
+def decode(data, device="cpu", **kwargs):
+    """Decode an imgcodec file — its bytes, a path or a binary file object — to a ``PIL.Image``
+    (original size and mode; its ICC profile, EXIF and XMP in ``img.info`` when the file has them)."""
     from .codec import decode as _decode
 
     return _decode(data, device=device, **kwargs)
