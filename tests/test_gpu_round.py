@@ -5,6 +5,7 @@ reported without stopping the others."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -24,7 +25,11 @@ def test_gpu_round_rehearsal_on_the_cpu(tmp_path):
         Image.fromarray(natural_image(80, 96, seed=i)).save(kit / "train" / f"{i}.webp", lossless=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)  # the script's python3 is this interpreter
+    # The script's python3 is this interpreter, through a wrapper, not a symlink: a symlink to a
+    # virtual environment's python outside the environment's folder loses its packages.
+    wrapper = bin_dir / "python3"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    wrapper.chmod(0o755)
     out = tmp_path / "out"
     out.mkdir()
     init = ROOT / "checkpoints" / "hyperprior-gdn.safetensors"
