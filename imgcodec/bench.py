@@ -536,8 +536,9 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
 # Section: command line
 
 
-def _run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """(wall s, CPU s of the child, stdout) of one command in a fresh process."""
+def _run_timed(cmd: list[str], env: dict | None = None, check: bool = True) -> tuple[float, float, str]:
+    """(wall s, CPU s of the child, stdout) of one command in a fresh process (``check``: a
+    non-zero exit is an error)."""
     with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env)
@@ -547,7 +548,7 @@ def _run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, s
         fo.seek(0)
         fe.seek(0)
         out, err = fo.read(), fe.read()
-    if proc.returncode:
+    if proc.returncode and check:
         raise RuntimeError(f"{' '.join(cmd)} failed: {err.decode(errors='replace')[-400:]}")
     return wall, ru.ru_utime + ru.ru_stime, out.decode(errors="replace")
 
@@ -591,6 +592,12 @@ def cli_section(paths: list[Path], n_images: int, reps: int, log, threads: int |
         dec = [timed(_cli("decode", str(tmp / "one.bin"), str(tmp / "one.png"), "-f")) for _ in range(2)]
         res["encode one image"] = {"s": min(e[0] for e in enc), "cpu_s": min(e[1] for e in enc)}
         res["decode one image"] = {"s": min(d[0] for d in dec), "cpu_s": min(d[1] for d in dec)}
+        # refusals: a missing and a corrupt input, reported before torch is imported
+        corrupt = tmp / "corrupt.png"
+        corrupt.write_bytes(Path(one).read_bytes()[:64])
+        for label, bad in (("refuse a missing input", tmp / "missing.png"), ("refuse a corrupt input", corrupt)):
+            runs = [_run_timed(_cli("encode", str(bad), str(tmp / "refused.bin")), env, check=False) for _ in range(2)]
+            res[label] = {"s": min(r[0] for r in runs), "cpu_s": min(r[1] for r in runs)}
         # n images in one call (links so that names differ when the set is repeated)
         src = tmp / "src"
         src.mkdir()
@@ -606,6 +613,9 @@ def cli_section(paths: list[Path], n_images: int, reps: int, log, threads: int |
     log(_table(["command", "wall s", "CPU s", "wall s per image"], rows))
     log(f"imgcodec --help imports torch: {torch_loaded}; start-up imports (wall s / CPU s): "
         + ", ".join(f"{k} {v['s']:.2f} / {v['cpu_s']:.2f}" for k, v in imports.items()))
+    log(f"command line, wall s: encode one image {res['encode one image']['s']:.2f}, refuse a missing input "
+        f"{res['refuse a missing input']['s']:.2f}, refuse a corrupt input {res['refuse a corrupt input']['s']:.2f}; "
+        f"`import compressai` alone {imports['compressai']['s']:.2f}")
     return res
 
 

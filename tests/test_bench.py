@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,29 @@ def test_cli_bench_scaling_and_training(reduced, tmp_path):
 def test_unknown_section_is_a_usage_error():
     r = run_cli("bench", "--sections", "nope")
     assert r.returncode == 2 and "unknown: nope" in r.stderr
+
+
+def test_cli_section_times_refusals_next_to_compressai_import(monkeypatch, tmp_path):
+    """The command-line section runs the two refusals and reports them beside `import compressai`
+    (the processes are stubbed here: the real timings are the bench's job, not the suite's)."""
+    from imgcodec import bench
+
+    calls = []
+
+    def fake(cmd, env=None, check=True):
+        calls.append((cmd, check))
+        if "encode" in cmd and "-o" in cmd:
+            out = Path(cmd[cmd.index("-o") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "a.bin").write_bytes(b"x")
+        return (0.25 if "missing.png" in " ".join(cmd) else 1.5), 0.1, "NOTORCH"
+
+    monkeypatch.setattr(bench, "_run_timed", fake)
+    lines = []
+    img = tmp_path / "a.png"
+    img.write_bytes(b"\x89PNG" + bytes(100))
+    res = bench.cli_section([img], 1, 1, lines.append)
+    assert res["refuse a missing input"]["s"] == 0.25
+    refusals = [c for c in calls if not c[1]]
+    assert len(refusals) == 4 and all(c[0][-3] == "encode" for c in refusals)
+    assert any("refuse a missing input 0.25" in line and "`import compressai` alone 1.50" in line for line in lines)
