@@ -6,7 +6,8 @@ What the codec does with each kind of input (the decoder restores size and mode 
 |-------------------------------|---------------------------|---------------------------------|
 | RGB (8-bit)                   | RGB                       | RGB                             |
 | L, 1 (grayscale, bilevel)     | RGB with R = G = B        | L (8-bit grayscale)             |
-| I;16 / I / F (16-bit, 32-bit) | top 8 bits, as L          | L (8-bit): depth is reduced     |
+| I;16 / I (16-bit, 32-bit)     | top 8 bits, as L          | L (8-bit): depth is reduced     |
+| F (float)                     | scaled by its range, as L | L (8-bit)                       |
 | RGB 16-bit PNG                | Pillow's 8-bit RGB        | RGB                             |
 | P (palette)                   | its RGB (or RGBA) colours | RGB (or RGBA)                   |
 | CMYK, YCbCr, LAB, HSV         | converted to RGB          | RGB                             |
