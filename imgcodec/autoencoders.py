@@ -5,6 +5,7 @@ Not to be confused with the top-level ``models/`` folder, which holds the declar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -45,6 +46,15 @@ def round_soft(v: torch.Tensor, offset: torch.Tensor | float = 0.0, tau: float =
     floor = torch.floor(u).detach()
     r = (u - floor).clamp(1e-4, 1 - 1e-4)
     return floor + torch.sigmoid((torch.atanh(r) - torch.atanh(1 - r)) / tau) + offset
+
+
+@contextlib.contextmanager
+def full_precision(t: torch.Tensor):
+    """Autocast off for the entropy models: under ``--precision bf16`` the transforms run in bf16,
+    but likelihoods, quantiles and CDF tables stay fp32 so that the rate term is exact (a bf16
+    likelihood has 8 significant bits; its log2 would be off by up to 0.4 %)."""
+    with torch.autocast(t.device.type, enabled=False):
+        yield
 
 
 def factorized_likelihood(eb: EntropyBottleneck, values: torch.Tensor) -> torch.Tensor:
@@ -103,10 +113,15 @@ class FactorizedPrior(CompressionModel):
         self.g_a, self.g_s = build_transforms(config)
         self.entropy_bottleneck = EntropyBottleneck(config.M)
 
-    def forward(self, x: torch.Tensor) -> dict:
-        """Training pass: additive uniform noise stands in for rounding."""
+    def forward(self, x: torch.Tensor, quality=None, quantization: str = "noise") -> dict:
+        """Training pass: additive uniform noise stands in for rounding in the rate; with
+        ``quantization="mixed"`` g_s gets the rounded latents (straight-through) instead, as the
+        decoder will.  ``quality`` is unused: one set of weights is one rate point."""
         y = self.g_a(x)
-        y_hat, y_likelihoods = self.entropy_bottleneck(y)
+        with full_precision(y):
+            y_hat, y_likelihoods = self.entropy_bottleneck(y.float())
+        if quantization == "mixed":
+            y_hat = round_ste(y.float(), self.entropy_bottleneck._get_medians().detach())
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods}}
 
@@ -281,16 +296,24 @@ class ScaleHyperprior(CompressionModel):
         """The mean of every element of ``ŷ`` given ``ẑ``: none here (zero-mean Gaussians)."""
         return None
 
-    def forward(self, x: torch.Tensor, quality=None) -> dict:
-        """Training pass at ``quality`` (a level of the λ ladder): additive uniform noise for rounding."""
+    def forward(self, x: torch.Tensor, quality=None, quantization: str = "noise") -> dict:
+        """Training pass at ``quality`` (a level of the λ ladder): additive uniform noise for rounding
+        in the rate; with ``quantization="mixed"`` g_s gets ``round(y − μ) + μ`` (straight-through),
+        what the decoder will get (Minnen & Singh, ICIP 2020)."""
         y = self.g_a(x)
         gain, inverse = self.gains(quality)
         if gain is not None:
             y = y * gain
         z = self.hyper_analysis(y)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        with full_precision(z):
+            z_hat, z_likelihoods = self.entropy_bottleneck(z.float())
         scales = self.h_s(z_hat)[..., : y.shape[-2], : y.shape[-1]]
-        y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=self.means(z_hat, y.shape[-2:]))
+        means = self.means(z_hat, y.shape[-2:])
+        with full_precision(y):
+            y_hat, y_likelihoods = self.gaussian_conditional(
+                y.float(), scales.float(), means=None if means is None else means.float())
+        if quantization == "mixed":
+            y_hat = round_ste(y.float(), 0.0 if means is None else means.float())
         x_hat = self.g_s(y_hat if inverse is None else y_hat * inverse)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 

@@ -245,8 +245,10 @@ def models():
 @click.option("-q", "--quality", type=int,
               help="Quality level; its λ comes from the config (a continuous-rate model without -q trains every level).")
 @click.option("--lambda", "lmbda", type=float, help="λ instead of a quality's.")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of training images (recursive).")
-@click.option("--val", type=click.Path(exists=True, file_okay=False), help="Held-out folder, validated with the real codec.")
+@click.option("--data", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of training images (recursive); repeat for several, crops are drawn across all.")
+@click.option("--val", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Held-out folder, validated with the real codec (repeat for several).")
 @click.option("--minutes", type=float, help="Wall-clock budget (the lr decays at the recipe's fraction of it).")
 @click.option("--steps", type=int, help="Step budget instead of --minutes.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/state.safetensors if it exists.")
@@ -264,13 +266,25 @@ def models():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, help="Torch threads (default: all cores).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="bf16 autocast for the transforms (entropy models stay fp32); auto: bf16 where the CPU has "
+                   "AMX or AVX512-BF16, or the GPU bf16.")
+@click.option("--optimizer", type=click.Choice(["adam", "schedulefree"]), help="Default: the model's recipe.")
+@click.option("--schedule", type=click.Choice(["decay", "constant"]),
+              help="decay: lr × 0.1 for the last 15 % of the budget; constant: no decay (default: the recipe's).")
+@click.option("--ema", type=float, help="Decay of a moving average of the weights, which is validated and shipped (0: none).")
+@click.option("--quantization", type=click.Choice(["noise", "mixed"]),
+              help="noise: additive uniform noise; mixed: noise in the rate, rounded latents into g_s.")
+@click.option("--downscale", type=float, help="Draw crops at a random scale in [DOWNSCALE, 1] (1: none).")
 @click.option("--ship", is_flag=True, help="Copy the final weights into checkpoints/ and the manifest.")
 def train(**kw):
     """Train one rate point (also under `torchrun --nproc_per_node=N`)."""
     from .train import TrainOptions, train as run
 
     _check_device(kw["device"])
-    for key in ("data", "val", "init", "out"):
+    kw["data"] = [Path(d) for d in kw["data"]]
+    kw["val"] = [Path(v) for v in kw["val"]] or None
+    for key in ("init", "out"):
         if kw[key] is not None:
             kw[key] = Path(kw[key])
     summary = run(TrainOptions(**kw))

@@ -36,6 +36,14 @@ class TrainingRecipe:
     decay: float = 0.1
     metric: str = "mse"
     finetune_lr: float = 3e-4
+    optimizer: str = "adam"  # adam or schedulefree (schedule-free AdamW, Defazio et al. 2024)
+    schedule: str = "decay"  # decay: lr × decay after decay_at of the budget; constant: no decay
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: none)
+    quantization: str = "noise"  # noise everywhere, or mixed: noise in the rate, rounding into g_s
+    downscale: float = 1.0  # crops drawn at a random scale in [downscale, 1] (1: none)
+
+
+_RECIPE_WRITTEN_WHEN_SET = ("optimizer", "schedule", "ema", "quantization", "downscale")
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,10 @@ class ModelConfig:
             del d["gain_units"]
         if d["hyper_N"] is None:
             del d["hyper_N"]
+        defaults = dataclasses.asdict(TrainingRecipe())
+        for key in _RECIPE_WRITTEN_WHEN_SET:  # likewise: checkpoints from before these keys keep their JSON
+            if d["training"][key] == defaults[key]:
+                del d["training"][key]
         return json.dumps(d, sort_keys=True)
 
     @classmethod

@@ -7,6 +7,11 @@ an interval, so ``--resume`` after ``kill -9`` loses at most one interval) and `
 Under ``torchrun`` the same loop trains with DistributedDataParallel (gloo on CPU, nccl on GPU).
 A continuous-rate model (gain units) trains all its quality levels in one run: each step draws a
 level and takes that level's λ in the loss (Cui et al., CVPR 2021).
+
+``--precision bf16`` runs the transforms under bf16 autocast with channels-last tensors and keeps
+the entropy models in fp32 (``autoencoders.full_precision``); the weights, the optimizer state and
+every checkpoint stay fp32, so encoding and decoding are unchanged.  ``auto`` picks bf16 where the
+hardware computes it natively (AMX or AVX512-BF16 on the CPU, a bf16 GPU) and fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -44,11 +49,11 @@ METRIC_FIELDS = ["step", "seconds", "lr", "loss", "bpp", "mse", "psnr", "aux", "
 @dataclass
 class TrainOptions:
     model: str
-    data: Path
+    data: Path | list[Path]  # one folder or several: crops are drawn across all their images
     out: Path
     quality: int | None = None
     lmbda: float | None = None
-    val: Path | None = None
+    val: Path | list[Path] | None = None
     steps: int | None = None
     minutes: float | None = None
     resume: bool = False
@@ -67,6 +72,40 @@ class TrainOptions:
     progress: bool = True
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     stop_after: int | None = None  # end this process early at that step (the schedule keeps `steps`)
+    precision: str = "auto"  # auto, fp32 or bf16 (the transforms only; see the module docstring)
+    # None: the model's recipe (models/NAME.toml [training])
+    optimizer: str | None = None
+    schedule: str | None = None
+    ema: float | None = None
+    quantization: str | None = None
+    downscale: float | None = None
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+OPTIMIZERS = ("adam", "schedulefree")
+SCHEDULES = ("decay", "constant")
+QUANTIZATIONS = ("noise", "mixed")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16); elsewhere autocast still
+    works, emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16`` for ``precision`` on ``device``."""
+    if precision not in PRECISIONS:
+        raise CodecError(f"unknown precision {precision!r} (auto, fp32 or bf16)")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,17 +113,23 @@ class TrainOptions:
 
 
 class RandomCrops(torch.utils.data.Dataset):
-    """Random crops with random horizontal flips from images held in memory.
+    """Random crops with random horizontal flips from images held in memory (uint8).
 
-    Images smaller than the patch are padded by reflection (replication where reflection cannot
-    reach) so every crop has the full size.
+    With ``downscale < 1`` every crop is taken at a random scale s in [downscale, 1]: a square of
+    patch/s pixels, resized to the patch with an antialiasing filter.  Photographs of megapixels
+    then show the detail per pixel of smaller scenes (Kodak's are 768×512).  Images smaller than
+    the patch are padded by reflection (replication where reflection cannot reach) so every crop
+    has the full size.
     """
 
-    def __init__(self, images: list[np.ndarray], patch: int, length: int, seed: int = 0):
+    def __init__(self, images: list[np.ndarray], patch: int, length: int, seed: int = 0, downscale: float = 1.0):
+        if not 0 < downscale <= 1:
+            raise CodecError(f"downscale must be in (0, 1], not {downscale}")
         self.images = images
         self.patch = patch
         self.length = length
         self.seed = seed
+        self.downscale = downscale
 
     def __len__(self) -> int:
         return self.length
@@ -95,10 +140,17 @@ class RandomCrops(torch.utils.data.Dataset):
         img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
         h, w, _ = img.shape
         p = self.patch
-        y = int(torch.randint(max(h - p, 0) + 1, (1,), generator=g))
-        x = int(torch.randint(max(w - p, 0) + 1, (1,), generator=g))
-        crop = torch.from_numpy(np.array(img[y : y + p, x : x + p])).permute(2, 0, 1)
+        size = p
+        if self.downscale < 1:
+            s = self.downscale + (1 - self.downscale) * float(torch.rand((), generator=g))
+            size = max(p, min(round(p / s), h, w))  # never past the image: small ones stay at scale 1
+        y = int(torch.randint(max(h - size, 0) + 1, (1,), generator=g))
+        x = int(torch.randint(max(w - size, 0) + 1, (1,), generator=g))
+        crop = torch.from_numpy(np.array(img[y : y + size, x : x + size])).permute(2, 0, 1)
         crop = crop.float().div_(255)
+        if size != p and min(crop.shape[1:]) >= size:
+            crop = F.interpolate(crop[None], size=(p, p), mode="bilinear", antialias=True, align_corners=False)[0]
+            crop = crop.clamp_(0, 1)
         if crop.shape[1] < p or crop.shape[2] < p:
             crop = pad_image(crop[None], p, p)[0]
         if bool(torch.randint(2, (1,), generator=g)):
@@ -123,11 +175,16 @@ class CropIndices(torch.utils.data.Sampler):
             k += 1
 
 
-def load_images(folder: Path) -> list[np.ndarray]:
-    files = find_images(folder)
-    if not files:
-        raise InputError(f"no images found in {folder}")
-    return [load_rgb_array(f) for f in files]
+def load_images(folders: Path | list[Path]) -> list[np.ndarray]:
+    """Every image under one folder or several, decoded to uint8 RGB and held in memory."""
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    images = []
+    for folder in folders:
+        files = find_images(Path(folder))
+        if not files:
+            raise InputError(f"no images found in {folder}")
+        images.extend(load_rgb_array(f) for f in files)
+    return images
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,8 +219,11 @@ def _unflatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict,
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
 
 
-def save_state(path: Path, model, opt, aux_opt, step: int, seconds: float, options: dict) -> None:
+def save_state(path: Path, model, opt, aux_opt, step: int, seconds: float, options: dict,
+               ema: dict[str, torch.Tensor] | None = None) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for k, v in (ema or {}).items():
+        tensors[f"ema.{k}"] = v.detach().cpu().contiguous()
     meta = {"step": str(step), "seconds": repr(seconds), "options": json.dumps(options)}
     _flatten_optimizer("opt", opt, tensors, meta)
     _flatten_optimizer("aux", aux_opt, tensors, meta)
@@ -171,17 +231,69 @@ def save_state(path: Path, model, opt, aux_opt, step: int, seconds: float, optio
     write_bytes_atomic(path, st_save(tensors, metadata=meta), force=True)
 
 
-def load_state(path: Path, model, opt, aux_opt) -> tuple[int, float]:
+def state_step(path: Path) -> int:
+    """The step a run's state file holds, read from its metadata alone."""
+    return int(store._safetensors_metadata(Path(path).read_bytes())["step"])
+
+
+def load_state(path: Path, model, opt, aux_opt, ema: dict[str, torch.Tensor] | None = None) -> tuple[int, float]:
     data = Path(path).read_bytes()
     tensors = st_load(data)
     meta = store._safetensors_metadata(data)
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(weights)
+    if ema is not None:
+        saved = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        if saved.keys() != ema.keys():  # a run that had no average: it starts from the weights
+            saved = {k: v.detach().clone() for k, v in model.named_parameters() if k in ema}
+        for k, v in saved.items():
+            ema[k].copy_(v)
     _unflatten_optimizer("opt", opt, tensors, meta)
     _unflatten_optimizer("aux", aux_opt, tensors, meta)
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
     return int(meta["step"]), float(meta["seconds"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers and the weights they stand for
+
+
+def make_optimizer(name: str, params: list, lr: float) -> torch.optim.Optimizer:
+    """``adam``, or ``schedulefree``: schedule-free AdamW (A. Defazio et al., "The Road Less
+    Scheduled", NeurIPS 2024), which needs no decay and no known end: training can continue from
+    its state indefinitely.  It trains at the interpolation y of its iterates z and their average
+    x, and x is the model to evaluate (:func:`inference_model`)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "schedulefree":
+        import schedulefree  # deferred: only this optimizer needs it
+
+        opt = schedulefree.AdamWScheduleFree(params, lr=lr, warmup_steps=0, weight_decay=0.0)
+        opt.train()
+        return opt
+    raise CodecError(f"unknown optimizer {name!r} ({', '.join(OPTIMIZERS)})")
+
+
+@torch.no_grad()
+def inference_model(model, opt, ema: dict[str, torch.Tensor] | None):
+    """A copy of ``model`` holding the weights to validate and ship: the moving average where there
+    is one, schedule-free AdamW's average x = y + (1 − 1/β₁)(z − y) where that optimizer trains,
+    else the weights themselves.  The training model is left untouched (bit for bit)."""
+    copy_ = copy.deepcopy(model)
+    params = dict(copy_.named_parameters())
+    if ema:
+        for k, v in ema.items():
+            params[k].copy_(v)
+    elif "train_mode" in opt.param_groups[0]:
+        names = {id(p): k for k, p in model.named_parameters()}
+        for group in opt.param_groups:
+            beta1 = group["betas"][0]
+            for p in group["params"]:
+                z = opt.state.get(p, {}).get("z")
+                if z is not None:
+                    params[names[id(p)]].copy_(torch.lerp(p, z, 1 - 1 / beta1))
+    return copy_.to(memory_format=torch.contiguous_format)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +365,24 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
         raise CodecError("--metric ms-ssim needs --patch above 160 (five MS-SSIM scales)")
     if patch % 16:
         raise CodecError(f"--patch must be a multiple of 16, not {patch}")
+    optimizer = opts.optimizer or recipe.optimizer
+    if optimizer not in OPTIMIZERS:
+        raise CodecError(f"unknown optimizer {optimizer!r} ({', '.join(OPTIMIZERS)})")
+    # schedule-free AdamW replaces the schedule; a recipe's decay does not apply to it
+    schedule = opts.schedule or ("constant" if optimizer == "schedulefree" else recipe.schedule)
+    if schedule not in SCHEDULES:
+        raise CodecError(f"unknown schedule {schedule!r} ({', '.join(SCHEDULES)})")
+    if optimizer == "schedulefree" and schedule != "constant":
+        raise CodecError("the schedule-free optimizer takes no lr schedule (--schedule constant)")
+    ema_decay = recipe.ema if opts.ema is None else opts.ema
+    if not 0 <= ema_decay < 1:
+        raise CodecError(f"--ema must be in [0, 1), not {ema_decay}")
+    quantization = opts.quantization or recipe.quantization
+    if quantization not in QUANTIZATIONS:
+        raise CodecError(f"unknown quantization {quantization!r} ({', '.join(QUANTIZATIONS)})")
+    downscale = recipe.downscale if opts.downscale is None else opts.downscale
+    if not 0 < downscale <= 1:
+        raise CodecError(f"--downscale must be in (0, 1], not {downscale}")
 
     device = torch.device(opts.device if opts.device != "cuda" else f"cuda:{rank % max(torch.cuda.device_count(), 1)}")
     if opts.threads:
@@ -262,6 +392,7 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
     if device.type == "cuda":
         # Every step has the same shape (batch × 3 × patch²): cuDNN's autotuner pays for itself.
         torch.backends.cudnn.benchmark = True
+    precision = resolve_precision(opts.precision, device)
     torch.manual_seed(opts.seed)
     random.seed(opts.seed)
     out = Path(opts.out)
@@ -279,14 +410,23 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
 
     net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    opt = torch.optim.Adam(net_params, lr=base_lr)
+    if precision == "bf16":
+        # oneDNN's bf16 convolutions are fastest on NHWC; the weights stay fp32 (autocast casts)
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(optimizer, net_params, base_lr)
     aux_opt = torch.optim.Adam(aux_params, lr=recipe.aux_lr)
+    ema = None
+    if ema_decay:
+        ema = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith(".quantiles")}
 
     step, seconds = 0, 0.0
     if opts.resume and (out / STATE_FILE).exists():
-        step, seconds = load_state(out / STATE_FILE, model, opt, aux_opt)
-    options_json = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(opts).items()}
-    options_json.update(lmbda=lmbda, batch_size=batch, patch=patch, metric=metric, lr=base_lr)
+        step, seconds = load_state(out / STATE_FILE, model, opt, aux_opt, ema)
+    options_json = {k: str(v) if isinstance(v, Path) else [str(f) for f in v] if isinstance(v, list) else v
+                    for k, v in dataclasses.asdict(opts).items()}
+    options_json.update(lmbda=lmbda, batch_size=batch, patch=patch, metric=metric, lr=base_lr, precision=precision,
+                        optimizer=optimizer, schedule=schedule, ema=ema_decay, quantization=quantization,
+                        downscale=downscale)
 
     net = model
     if world > 1:
@@ -301,7 +441,7 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
     train_images = load_images(opts.data)
     val_images = load_images(opts.val) if opts.val else []
     total_steps = opts.steps
-    dataset = RandomCrops(train_images, patch, length=10**9, seed=opts.seed)
+    dataset = RandomCrops(train_images, patch, length=10**9, seed=opts.seed, downscale=downscale)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch,
@@ -340,27 +480,36 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
             dist.broadcast(flags, 0)
         if flags[0] > 0 or (opts.stop_after is not None and step >= opts.stop_after):
             break
-        lr = base_lr * (recipe.decay if flags[1] >= recipe.decay_at else 1.0)
+        decayed = schedule == "decay" and flags[1] >= recipe.decay_at
+        lr = base_lr * (recipe.decay if decayed else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
 
         x = next(data_iter).to(device, non_blocking=True)
+        if precision == "bf16":
+            x = x.contiguous(memory_format=torch.channels_last)
         quality, step_lmbda = opts.quality, lmbda
         if every_level:  # drawn from (seed, step, rank) alone: a resumed run draws the same levels
             level = random.Random(f"{opts.seed}:{step}:{rank}").randrange(len(config.lambdas))
             quality, step_lmbda = level + 1, config.lambdas[level]
-        out_ = net(x, quality=quality) if config.continuous else net(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out_ = net(x, quality=quality, quantization=quantization)
+        x_hat = out_["x_hat"].float()  # the loss in fp32 whatever the transforms ran in
         bpp = bits_per_pixel(out_["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
-        mse = F.mse_loss(out_["x_hat"], x)
+        mse = F.mse_loss(x_hat, x)
         if metric == "mse":
             distortion = step_lmbda * 255**2 * mse
         else:
-            distortion = step_lmbda * (1 - ms_ssim(out_["x_hat"].clamp(0, 1), x, data_range=1.0))
+            distortion = step_lmbda * (1 - ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0))
         loss = distortion + bpp
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net_params, recipe.clip_grad)
         opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema.values()), [p for n, p in model.named_parameters() if n in ema],
+                                     1 - ema_decay)
 
         aux = model.aux_loss()
         aux_opt.zero_grad(set_to_none=True)
@@ -398,21 +547,22 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
             sums.zero_()
             count = 0
         if rank == 0 and val_images and step % opts.val_every == 0:
-            row["val_bpp"], row["val_psnr"] = validate(model, val_images, opts.device, val_quality)
+            row["val_bpp"], row["val_psnr"] = validate(inference_model(model, opt, ema), val_images, opts.device, val_quality)
         if rank == 0 and row is not None:
             _append_metrics(metrics_path, row)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}", psnr=f"{row['psnr']:.2f}")
         if save_now:
-            save_state(out / STATE_FILE, model, opt, aux_opt, step, time.monotonic() - t_start, options_json)
+            save_state(out / STATE_FILE, model, opt, aux_opt, step, time.monotonic() - t_start, options_json, ema)
             last_ckpt = time.monotonic()
 
     seconds = time.monotonic() - t_start
     summary = {"step": step, "seconds": round(seconds, 2), "lambda": lmbda, "weights": weights_digest(model)}
     if rank == 0:
-        save_state(out / STATE_FILE, model, opt, aux_opt, step, seconds, options_json)
-        # The inference checkpoint is built where the coder runs: on the CPU.
-        model = model.to("cpu").eval()
+        save_state(out / STATE_FILE, model, opt, aux_opt, step, seconds, options_json, ema)
+        # The inference checkpoint is built where the coder runs: on the CPU, in fp32.
+        model = inference_model(model, opt, ema).to("cpu").eval()
+        summary["final_weights"] = weights_digest(model)  # the average or iterate that ships
         model.update(force=True)
         meta = {
             "quality": store.EVERY_QUALITY if config.continuous else opts.quality or 0,
@@ -421,7 +571,8 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
             "steps": step,
             "train_seconds": round(seconds, 1),
             "device": f"{device.type} x{world}",
-            "data": str(opts.data),
+            "data": ", ".join(str(f) for f in ([opts.data] if isinstance(opts.data, (str, Path)) else opts.data)),
+            "precision": precision,
             "init": init_sha,
         }
         if config.continuous:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from imgcodec import store
 from imgcodec.errors import CodecError, ModelError
-from imgcodec.train import STATE_FILE, TrainOptions, load_state, train
+from imgcodec.train import STATE_FILE, TrainOptions, load_state, state_step, train
 
 from conftest import ROOT, natural_image
 
@@ -102,6 +102,7 @@ def load_step(run: Path) -> int:
     net = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     step, _ = load_state(run / STATE_FILE, model, torch.optim.Adam(net), torch.optim.Adam(aux))
+    assert state_step(run / STATE_FILE) == step
     return step
 
 
@@ -213,3 +214,170 @@ def test_ddp_two_gloo_processes_hold_identical_weights(home, images, tmp_path):
     # and they moved: not the initial weights
     zero = train(opts(home, images, tmp_path / "zero", steps=0))
     assert digests[0] != zero["weights"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision, data, augmentation, optimizers
+
+
+def test_auto_precision_follows_the_cpu():
+    import torch
+
+    from imgcodec.train import cpu_has_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(CodecError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", cpu)
+
+
+@pytest.mark.parametrize("architecture", ["factorized", "meanscale"])
+def test_bf16_autocast_keeps_the_rate_in_fp32(home, architecture):
+    """Under bf16 autocast the transforms run in bf16, the likelihoods stay fp32 and agree with the
+    fp32 pass to the precision of bf16 transforms (the rate term is not computed in bf16)."""
+    import torch
+
+    from imgcodec.autoencoders import bits_per_pixel, build_model
+
+    (home / "models" / "t.toml").write_text(TINY.replace('"factorized"', f'"{architecture}"'))
+    model = build_model(store.load_config("t")).eval()
+    x = torch.from_numpy(natural_image(64, 64)).permute(2, 0, 1)[None].float() / 255
+    torch.manual_seed(0)
+    ref = model(x)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x)
+    assert low["x_hat"].dtype == torch.bfloat16
+    assert all(v.dtype == torch.float32 for v in low["likelihoods"].values())
+    a, b = (bits_per_pixel(o["likelihoods"], 64 * 64).item() for o in (ref, low))
+    assert abs(a - b) < 0.02 * a
+
+
+def test_bf16_training_writes_an_exact_fp32_checkpoint(home, images, tmp_path):
+    """`--precision bf16` trains (emulated where the CPU lacks bf16) and ships an fp32 checkpoint:
+    a file it encodes decodes to the same pixels every time, those the encoder's own decoding of
+    the real bitstream gave."""
+    import torch
+
+    import imgcodec
+    from imgcodec.codec import code_array
+
+    summary = train(opts(home, images, tmp_path / "run", steps=6, precision="bf16", ship=True))
+    loaded = store.load_checkpoint_file(Path(summary["checkpoint"]))
+    assert loaded.meta["precision"] == "bf16"
+    tensors = loaded.model.state_dict().values()
+    assert all(t.dtype != torch.bfloat16 and t.is_contiguous() for t in tensors)
+    rgb = natural_image(40, 56, seed=3)
+    data = imgcodec.encode(Image.fromarray(rgb), model="tiny", quality=1)
+    first, second = (np.asarray(imgcodec.decode(data)) for _ in range(2))
+    assert np.array_equal(first, second)
+    _, decoded = code_array(loaded.model, rgb)
+    assert np.array_equal(decoded, first)
+
+
+def test_several_data_folders_feed_one_stream(home, images, tmp_path):
+    from imgcodec.train import RandomCrops, load_images
+
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(other / "flat.png")
+    pooled = load_images([images, other])
+    assert len(pooled) == len(load_images(images)) + 1
+    crops = RandomCrops(pooled, patch=32, length=200, seed=0)
+    flat = sum(bool((crops[i] * 255 - 7).abs().max() < 0.5) for i in range(200))
+    assert 0 < flat < 200  # crops come from the flat photo and from the others
+    summary = train(opts(home, [images, other], tmp_path / "run", steps=3))
+    assert store.load_checkpoint_file(Path(summary["checkpoint"])).meta["data"] == f"{images}, {other}"
+
+
+def test_downscaled_crops_are_smoothed_and_deterministic():
+    """Crops drawn at a random scale in [0.5, 1] are the patch size, reproducible from (seed, index),
+    and filtered: one-pixel stripes lose most of their contrast."""
+    import torch
+
+    from imgcodec.train import RandomCrops
+
+    stripes = np.zeros((200, 200, 3), np.uint8)
+    stripes[:, ::2] = 255
+    plain = RandomCrops([stripes], patch=32, length=50, seed=1)
+    scaled = RandomCrops([stripes], patch=32, length=50, seed=1, downscale=0.5)
+    assert scaled[3].shape == (3, 32, 32) and torch.equal(scaled[3], scaled[3])
+    assert np.mean([float(plain[i].std()) for i in range(20)]) > 0.45
+    assert np.mean([float(scaled[i].std()) for i in range(20)]) < 0.3
+    with pytest.raises(CodecError, match="downscale must be in"):
+        RandomCrops([stripes], patch=32, length=1, downscale=0)
+
+
+@pytest.mark.parametrize("recipe", [
+    dict(optimizer="adam", ema=0.9),
+    dict(optimizer="schedulefree"),
+    dict(optimizer="adam", quantization="mixed", downscale=0.5),
+])
+def test_each_optimizer_resumes_exactly_after_kill_9(home, images, tmp_path, recipe):
+    """A real `imgcodec train` killed with SIGKILL and resumed ends bit-identical to a run that was
+    never interrupted, for every optimizer option (the moving average and the schedule-free
+    iterates are in the state)."""
+    common = dict(schedule="constant", **recipe)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "imgcodec.cli", "train", "--model", "tiny", "-q", "1", "--data", str(images),
+           "--out", str(run), "--steps", "100000", "--checkpoint-seconds", "0", "--workers", "0",
+           "--schedule", "constant", "--precision", "fp32"]
+    for key, value in recipe.items():
+        cmd += [f"--{key}", str(value)]
+    env = dict(os.environ, IMGCODEC_HOME=str(home))
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / STATE_FILE).exists() or time.monotonic() < deadline and state_step(run / STATE_FILE) < 8:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    total = state_step(run / STATE_FILE) + 6
+    resumed = train(opts(home, images, run, steps=total, resume=True, precision="fp32", **common))
+    straight = train(opts(home, images, tmp_path / "straight", steps=total, precision="fp32", **common))
+    assert resumed["step"] == straight["step"] == total
+    assert resumed["weights"] == straight["weights"]
+    assert resumed["final_weights"] == straight["final_weights"]  # the shipped average or iterate too
+
+
+def test_average_and_schedule_free_weights_are_what_ships(home, images, tmp_path):
+    """The checkpoint holds the moving average (or schedule-free's x), not the last iterate."""
+    import torch
+
+    from imgcodec.train import inference_model, make_optimizer
+
+    plain = train(opts(home, images, tmp_path / "plain", steps=10, schedule="constant"))
+    averaged = train(opts(home, images, tmp_path / "ema", steps=10, schedule="constant", ema=0.5))
+    assert plain["weights"] == averaged["weights"]  # the same training trajectory
+    assert plain["final_weights"] == plain["weights"]  # without an average, the last iterate ships
+    assert averaged["final_weights"] != averaged["weights"]  # with one, the average
+    # schedule-free: x = y + (1 - 1/β1)(z - y), computed without touching the training model
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    model = torch.nn.Module()
+    model.register_parameter("w", p)
+    opt = make_optimizer("schedulefree", [p], lr=0.1)
+    p.grad = torch.tensor([1.0, -1.0])
+    opt.step()
+    y = p.detach().clone()
+    x = inference_model(model, opt, None).w.detach()
+    assert torch.equal(p.detach(), y)
+    z = opt.state[p]["z"]
+    assert torch.allclose(x, y + (1 - 1 / 0.9) * (z - y))
+    opt.eval()  # the optimizer's own switch to x agrees
+    assert torch.allclose(p.detach(), x, atol=1e-7)
+
+
+def test_bad_recipe_options(home, images, tmp_path):
+    with pytest.raises(CodecError, match="unknown optimizer 'sgd'"):
+        train(opts(home, images, tmp_path / "r", optimizer="sgd"))
+    with pytest.raises(CodecError, match="schedule-free optimizer takes no lr schedule"):
+        train(opts(home, images, tmp_path / "r", optimizer="schedulefree", schedule="decay"))
+    with pytest.raises(CodecError, match="--ema must be in"):
+        train(opts(home, images, tmp_path / "r", ema=1.0))
+    with pytest.raises(CodecError, match="unknown quantization 'round'"):
+        train(opts(home, images, tmp_path / "r", quantization="round"))
