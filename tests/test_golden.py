@@ -1,0 +1,63 @@
+"""Golden files: every shipped model encodes a fixed image to the same bytes, and the files written
+by the encoder as it was when the weights were shipped decode to the same pixels.
+
+A change to the encoder, the decoder, the bitstream or the coder that alters one byte or one pixel
+fails here.  Shipping new weights for a model changes its files by design: ``scripts/make_golden.py``
+rewrites the entries of the checkpoints that changed (the test says so).
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imgcodec
+from imgcodec import store
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def golden_input() -> np.ndarray:
+    """A 64×96 crop of the bundled sample: small files, every model's stride padding exercised."""
+    return np.asarray(Image.open(ROOT / "data" / "sample.png").convert("RGB"))[37:101, 51:147]
+
+
+def golden_points() -> list[tuple[str, int, dict]]:
+    """One (model, quality, manifest entry) per shipped model: its default quality where shipped."""
+    points = []
+    for name, config in sorted(store.available_configs().items()):
+        qualities = store.shipped_qualities(name)
+        if not qualities:
+            continue
+        q = config.default_quality if config.default_quality in qualities else qualities[len(qualities) // 2]
+        entry = store.manifest_entry(name, store.EVERY_QUALITY if config.continuous else q)
+        points.append((name, q, entry))
+    return points
+
+
+def _index() -> dict:
+    return json.loads((GOLDEN / "golden.json").read_text())
+
+
+POINTS = golden_points()
+
+
+def test_every_shipped_model_has_a_golden_file():
+    assert sorted(f"{m}-q{q}" for m, q, _ in POINTS) == sorted(_index())
+
+
+@pytest.mark.parametrize("model,quality,entry", POINTS, ids=[f"{m}-q{q}" for m, q, _ in POINTS])
+def test_encode_writes_the_golden_bytes_and_decode_the_golden_pixels(model, quality, entry):
+    golden = _index()[f"{model}-q{quality}"]
+    assert golden["checkpoint_sha256"] == entry["sha256"], (
+        f"{model}: the shipped weights changed; rewrite its golden file with `python scripts/make_golden.py`")
+    stored = (GOLDEN / f"{model}-q{quality}.bin").read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == golden["file_sha256"]
+    decoded = np.asarray(imgcodec.decode(stored))
+    assert hashlib.sha256(decoded.tobytes()).hexdigest() == golden["pixels_sha256"]
+    data = imgcodec.encode(Image.fromarray(golden_input()), model=model, quality=quality, metadata="none")
+    assert data == stored
