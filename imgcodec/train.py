@@ -340,7 +340,43 @@ def train(opts: TrainOptions) -> dict:
             dist.destroy_process_group()
 
 
-def _train(opts: TrainOptions, rank: int, world: int) -> dict:
+@dataclass(frozen=True)
+class Plan:
+    """The resolved options of one run: the command line over the model's recipe, checked once."""
+
+    config: object  # ModelConfig
+    lmbda: float | None  # None: a continuous-rate model trains every level, one drawn per step
+    val_quality: float | None
+    batch: int
+    patch: int
+    metric: str
+    lr: float
+    optimizer: str
+    schedule: str
+    ema: float
+    quantization: str
+    downscale: float
+
+    @property
+    def every_level(self) -> bool:
+        return self.lmbda is None
+
+    def lr_at(self, progress: float) -> float:
+        """The learning rate at ``progress`` (0..1) of the budget."""
+        recipe = self.config.training
+        decayed = self.schedule == "decay" and progress >= recipe.decay_at
+        return self.lr * (recipe.decay if decayed else 1.0)
+
+    def step_target(self, opts: TrainOptions, step: int, rank: int) -> tuple[float | None, float]:
+        """``(quality, λ)`` of one step; a continuous model's level is drawn from (seed, step, rank)
+        alone, so that a resumed run draws the same levels."""
+        if not self.every_level:
+            return opts.quality, self.lmbda
+        level = random.Random(f"{opts.seed}:{step}:{rank}").randrange(len(self.config.lambdas))
+        return level + 1, self.config.lambdas[level]
+
+
+def resolve_plan(opts: TrainOptions) -> Plan:
     config = store.load_config(opts.model)
     recipe = config.training
     # A continuous-rate model (gain units) trains every level of its λ ladder, one drawn per step,
@@ -351,14 +387,11 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
                          "to train one level, or neither to train them all (not --lambda)")
     if opts.lmbda is None and opts.quality is None and not every_level:
         raise CodecError("give --quality or --lambda")
-    lmbda = None if every_level else opts.lmbda if opts.lmbda is not None else config.lmbda(opts.quality)
-    val_quality = (opts.quality or config.default_quality) if config.continuous else None
-    batch = opts.batch_size or recipe.batch_size
-    patch = opts.patch or recipe.patch
-    metric = opts.metric or recipe.metric
-    base_lr = opts.lr if opts.lr is not None else (recipe.finetune_lr if opts.init else recipe.lr)
     if opts.steps is None and opts.minutes is None:
         raise CodecError("give --steps or --minutes")
+    lmbda = None if every_level else opts.lmbda if opts.lmbda is not None else config.lmbda(opts.quality)
+    patch = opts.patch or recipe.patch
+    metric = opts.metric or recipe.metric
     if metric not in ("mse", "ms-ssim"):
         raise CodecError(f"unknown metric {metric!r} (mse or ms-ssim)")
     if metric == "ms-ssim" and patch <= 160:
@@ -374,16 +407,26 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
         raise CodecError(f"unknown schedule {schedule!r} ({', '.join(SCHEDULES)})")
     if optimizer == "schedulefree" and schedule != "constant":
         raise CodecError("the schedule-free optimizer takes no lr schedule (--schedule constant)")
-    ema_decay = recipe.ema if opts.ema is None else opts.ema
-    if not 0 <= ema_decay < 1:
-        raise CodecError(f"--ema must be in [0, 1), not {ema_decay}")
+    ema = recipe.ema if opts.ema is None else opts.ema
+    if not 0 <= ema < 1:
+        raise CodecError(f"--ema must be in [0, 1), not {ema}")
     quantization = opts.quantization or recipe.quantization
     if quantization not in QUANTIZATIONS:
         raise CodecError(f"unknown quantization {quantization!r} ({', '.join(QUANTIZATIONS)})")
     downscale = recipe.downscale if opts.downscale is None else opts.downscale
     if not 0 < downscale <= 1:
         raise CodecError(f"--downscale must be in (0, 1], not {downscale}")
+    return Plan(
+        config=config, lmbda=lmbda,
+        val_quality=(opts.quality or config.default_quality) if config.continuous else None,
+        batch=opts.batch_size or recipe.batch_size, patch=patch, metric=metric,
+        lr=opts.lr if opts.lr is not None else (recipe.finetune_lr if opts.init else recipe.lr),
+        optimizer=optimizer, schedule=schedule, ema=ema, quantization=quantization, downscale=downscale,
+    )
 
+
+def setup_device(opts: TrainOptions, rank: int) -> tuple[torch.device, str]:
+    """The device of this rank, its precision, threads and seeds."""
     device = torch.device(opts.device if opts.device != "cuda" else f"cuda:{rank % max(torch.cuda.device_count(), 1)}")
     if opts.threads:
         # One thread per process is fastest when the cores are shared: OpenMP's barriers stall
@@ -395,133 +438,156 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
     precision = resolve_precision(opts.precision, device)
     torch.manual_seed(opts.seed)
     random.seed(opts.seed)
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
+    return device, precision
 
-    model = build_model(config).to(device)
+
+@dataclass
+class Trainee:
+    """What one run optimizes, and how: the model, its two optimizers and the moving average."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    aux_opt: torch.optim.Optimizer
+    ema: dict[str, torch.Tensor] | None
+    net_params: list
+    aux_params: list
+    init_sha: str | None = None
+
+
+def build_trainee(opts: TrainOptions, plan: Plan, device: torch.device, precision: str, resuming: bool) -> Trainee:
+    """The model (from ``--init`` unless the run resumes), the net and aux optimizers, the average."""
+    model = build_model(plan.config).to(device)
     init_sha = None
-    if opts.init and not (opts.resume and (out / STATE_FILE).exists()):
+    if opts.init and not resuming:
         loaded = store.load_checkpoint_file(Path(opts.init))
         try:
             init_from(model, loaded.model)
         except ModelError as exc:
             raise ModelError(f"--init {opts.init}: {exc}") from None
         init_sha = loaded.sha256
-
-    net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     if precision == "bf16":
         # oneDNN's bf16 convolutions are fastest on NHWC; the weights stay fp32 (autocast casts)
         model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(optimizer, net_params, base_lr)
-    aux_opt = torch.optim.Adam(aux_params, lr=recipe.aux_lr)
+    net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     ema = None
-    if ema_decay:
+    if plan.ema:
         ema = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith(".quantiles")}
+    return Trainee(model, make_optimizer(plan.optimizer, net_params, plan.lr),
+                   torch.optim.Adam(aux_params, lr=plan.config.training.aux_lr), ema, net_params, aux_params, init_sha)
 
-    step, seconds = 0, 0.0
-    if opts.resume and (out / STATE_FILE).exists():
-        step, seconds = load_state(out / STATE_FILE, model, opt, aux_opt, ema)
-    options_json = {k: str(v) if isinstance(v, Path) else [str(f) for f in v] if isinstance(v, list) else v
-                    for k, v in dataclasses.asdict(opts).items()}
-    options_json.update(lmbda=lmbda, batch_size=batch, patch=patch, metric=metric, lr=base_lr, precision=precision,
-                        optimizer=optimizer, schedule=schedule, ema=ema_decay, quantization=quantization,
-                        downscale=downscale)
 
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+def distributed(model, device: torch.device, world: int):
+    """``model`` itself on one process; under torchrun, wrapped in DDP."""
+    if world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
 
-        # The quantiles follow the auxiliary loss, outside DDP's reducer; averaged by hand below.
-        DDP._set_params_and_buffers_to_ignore_for_model(
-            model, [n for n, _ in model.named_parameters() if n.endswith(".quantiles")]
-        )
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # The quantiles follow the auxiliary loss, outside DDP's reducer; averaged by hand in train_step.
+    DDP._set_params_and_buffers_to_ignore_for_model(
+        model, [n for n, _ in model.named_parameters() if n.endswith(".quantiles")]
+    )
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    train_images = load_images(opts.data)
-    val_images = load_images(opts.val) if opts.val else []
-    total_steps = opts.steps
-    dataset = RandomCrops(train_images, patch, length=10**9, seed=opts.seed, downscale=downscale)
-    loader = torch.utils.data.DataLoader(
+
+def crop_loader(opts: TrainOptions, plan: Plan, step: int, rank: int, world: int, device: torch.device):
+    """An endless stream of batches of crops, continuing at ``step``."""
+    dataset = RandomCrops(load_images(opts.data), plan.patch, length=10**9, seed=opts.seed, downscale=plan.downscale)
+    return torch.utils.data.DataLoader(
         dataset,
-        batch_size=batch,
+        batch_size=plan.batch,
         shuffle=False,
-        sampler=CropIndices(step, batch, rank, world),
+        sampler=CropIndices(step, plan.batch, rank, world),
         num_workers=opts.workers,
         persistent_workers=opts.workers > 0,
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(opts.seed),
     )
 
+
+def train_step(net, t: Trainee, plan: Plan, x: torch.Tensor, quality, lmbda: float, precision: str,
+               world: int) -> torch.Tensor:
+    """One R-D step and one aux step; returns ``[loss, bpp, mse, aux]`` (on the device)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        out = net(x, quality=quality, quantization=plan.quantization)
+    x_hat = out["x_hat"].float()  # the loss in fp32 whatever the transforms ran in
+    bpp = bits_per_pixel(out["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
+    mse = F.mse_loss(x_hat, x)
+    if plan.metric == "mse":
+        distortion = lmbda * 255**2 * mse
+    else:
+        from pytorch_msssim import ms_ssim  # deferred: only this metric needs it
+
+        distortion = lmbda * (1 - ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0))
+    loss = distortion + bpp
+    t.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(t.net_params, plan.config.training.clip_grad)
+    t.opt.step()
+    if t.ema is not None:
+        with torch.no_grad():
+            torch._foreach_lerp_(list(t.ema.values()), [p for n, p in t.model.named_parameters() if n in t.ema],
+                                 1 - plan.ema)
+
+    aux = t.model.aux_loss()
+    t.aux_opt.zero_grad(set_to_none=True)
+    aux.backward()
+    if world > 1:
+        for p in t.aux_params:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+    t.aux_opt.step()
+    return torch.stack([loss.detach(), bpp.detach(), mse.detach(), aux.detach()])
+
+
+def _train(opts: TrainOptions, rank: int, world: int) -> dict:
+    plan = resolve_plan(opts)
+    device, precision = setup_device(opts, rank)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    resuming = opts.resume and (out / STATE_FILE).exists()
+    t = build_trainee(opts, plan, device, precision, resuming)
+    step, seconds = load_state(out / STATE_FILE, t.model, t.opt, t.aux_opt, t.ema) if resuming else (0, 0.0)
+    options_json = {k: str(v) if isinstance(v, Path) else [str(f) for f in v] if isinstance(v, list) else v
+                    for k, v in dataclasses.asdict(opts).items()}
+    options_json.update(lmbda=plan.lmbda, batch_size=plan.batch, patch=plan.patch, metric=plan.metric, lr=plan.lr,
+                        precision=precision, optimizer=plan.optimizer, schedule=plan.schedule, ema=plan.ema,
+                        quantization=plan.quantization, downscale=plan.downscale)
+    net = distributed(t.model, device, world)
+    data_iter = iter(crop_loader(opts, plan, step, rank, world, device))
+    val_images = load_images(opts.val) if opts.val else []
     metrics_path = out / METRICS_FILE
     _truncate_metrics(metrics_path, step)
-    ms_ssim = None
-    if metric == "ms-ssim":
-        from pytorch_msssim import ms_ssim
 
     bar = None
     if opts.progress and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, unit="step", mininterval=5, dynamic_ncols=True)
+        bar = tqdm(total=opts.steps, initial=step, unit="step", mininterval=5, dynamic_ncols=True)
 
-    model.train()
+    t.model.train()
     last_ckpt = time.monotonic()
     t_start = time.monotonic() - seconds
     # Sums of loss, bpp, mse, aux since the last log row, kept on the device: reading them back
     # every step would stall a GPU on each step.
     sums, count = torch.zeros(4, device=device), 0
-    data_iter = iter(loader)
     while True:
         elapsed = time.monotonic() - t_start
-        progress = (step / total_steps if total_steps else 1.0) if total_steps is not None else elapsed / (opts.minutes * 60)
+        progress = (step / opts.steps if opts.steps else 1.0) if opts.steps is not None else elapsed / (opts.minutes * 60)
         flags = torch.tensor([float(progress >= 1.0), progress])
         if world > 1:
             dist.broadcast(flags, 0)
         if flags[0] > 0 or (opts.stop_after is not None and step >= opts.stop_after):
             break
-        decayed = schedule == "decay" and flags[1] >= recipe.decay_at
-        lr = base_lr * (recipe.decay if decayed else 1.0)
-        for g in opt.param_groups:
+        lr = plan.lr_at(float(flags[1]))
+        for g in t.opt.param_groups:
             g["lr"] = lr
-
         x = next(data_iter).to(device, non_blocking=True)
         if precision == "bf16":
             x = x.contiguous(memory_format=torch.channels_last)
-        quality, step_lmbda = opts.quality, lmbda
-        if every_level:  # drawn from (seed, step, rank) alone: a resumed run draws the same levels
-            level = random.Random(f"{opts.seed}:{step}:{rank}").randrange(len(config.lambdas))
-            quality, step_lmbda = level + 1, config.lambdas[level]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out_ = net(x, quality=quality, quantization=quantization)
-        x_hat = out_["x_hat"].float()  # the loss in fp32 whatever the transforms ran in
-        bpp = bits_per_pixel(out_["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
-        mse = F.mse_loss(x_hat, x)
-        if metric == "mse":
-            distortion = step_lmbda * 255**2 * mse
-        else:
-            distortion = step_lmbda * (1 - ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0))
-        loss = distortion + bpp
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net_params, recipe.clip_grad)
-        opt.step()
-        if ema is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(list(ema.values()), [p for n, p in model.named_parameters() if n in ema],
-                                     1 - ema_decay)
-
-        aux = model.aux_loss()
-        aux_opt.zero_grad(set_to_none=True)
-        aux.backward()
-        if world > 1:
-            for p in aux_params:
-                dist.all_reduce(p.grad)
-                p.grad /= world
-        aux_opt.step()
-
+        quality, lmbda = plan.step_target(opts, step, rank)
+        sums += train_step(net, t, plan, x, quality, lmbda, precision, world)
         step += 1
-        sums += torch.stack([loss.detach(), bpp.detach(), mse.detach(), aux.detach()])
         count += 1
         if bar is not None:
             bar.update(1)
@@ -534,62 +600,63 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
             if not math.isfinite(mean_loss):
                 raise CodecError(f"training diverged by step {step} (loss {mean_loss}); lower --lr")
         if log_now:
-            row = {
-                "step": step,
-                "seconds": round(time.monotonic() - t_start, 2),
-                "lr": lr,
-                "loss": mean_loss,
-                "bpp": mean_bpp,
-                "mse": mean_mse,
-                "psnr": 10 * math.log10(1 / max(mean_mse, 1e-10)),
-                "aux": mean_aux,
-            }
+            row = {"step": step, "seconds": round(time.monotonic() - t_start, 2), "lr": lr, "loss": mean_loss,
+                   "bpp": mean_bpp, "mse": mean_mse, "psnr": 10 * math.log10(1 / max(mean_mse, 1e-10)), "aux": mean_aux}
             sums.zero_()
             count = 0
         if rank == 0 and val_images and step % opts.val_every == 0:
-            row["val_bpp"], row["val_psnr"] = validate(inference_model(model, opt, ema), val_images, opts.device, val_quality)
+            row["val_bpp"], row["val_psnr"] = validate(inference_model(t.model, t.opt, t.ema), val_images,
+                                                       opts.device, plan.val_quality)
         if rank == 0 and row is not None:
             _append_metrics(metrics_path, row)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}", psnr=f"{row['psnr']:.2f}")
         if save_now:
-            save_state(out / STATE_FILE, model, opt, aux_opt, step, time.monotonic() - t_start, options_json, ema)
+            save_state(out / STATE_FILE, t.model, t.opt, t.aux_opt, step, time.monotonic() - t_start, options_json, t.ema)
             last_ckpt = time.monotonic()
 
     seconds = time.monotonic() - t_start
-    summary = {"step": step, "seconds": round(seconds, 2), "lambda": lmbda, "weights": weights_digest(model)}
+    summary = {"step": step, "seconds": round(seconds, 2), "lambda": plan.lmbda, "weights": weights_digest(t.model)}
     if rank == 0:
-        save_state(out / STATE_FILE, model, opt, aux_opt, step, seconds, options_json, ema)
-        # The inference checkpoint is built where the coder runs: on the CPU, in fp32.
-        model = inference_model(model, opt, ema).to("cpu").eval()
-        summary["final_weights"] = weights_digest(model)  # the average or iterate that ships
-        model.update(force=True)
-        meta = {
-            "quality": store.EVERY_QUALITY if config.continuous else opts.quality or 0,
-            "lambda": lmbda,
-            "metric": metric,
-            "steps": step,
-            "train_seconds": round(seconds, 1),
-            "device": f"{device.type} x{world}",
-            "data": ", ".join(str(f) for f in ([opts.data] if isinstance(opts.data, (str, Path)) else opts.data)),
-            "precision": precision,
-            "init": init_sha,
-        }
-        if config.continuous:
-            meta["lambdas"] = list(config.lambdas)
-        final = out / "final.safetensors"
-        summary["sha256"] = store.save_checkpoint(model, final, **meta)
-        summary["checkpoint"] = str(final)
-        if val_images:
-            summary["val_bpp"], summary["val_psnr"] = validate(model, val_images, "cpu", val_quality)
-        if opts.ship:
-            if not opts.quality and not config.continuous:
-                raise CodecError("--ship needs --quality")
-            summary["shipped"] = ship_checkpoint(final, opts.model, meta["quality"], meta)
+        save_state(out / STATE_FILE, t.model, t.opt, t.aux_opt, step, seconds, options_json, t.ema)
+        summary.update(finish(opts, plan, t, step, seconds, f"{device.type} x{world}", precision, val_images))
     if bar is not None:
         bar.close()
     if world > 1:
         dist.barrier()
+    return summary
+
+
+def finish(opts: TrainOptions, plan: Plan, t: Trainee, step: int, seconds: float, where: str, precision: str,
+           val_images: list[np.ndarray]) -> dict:
+    """Write ``final.safetensors`` (the weights to ship, on the CPU, in fp32, CDF tables updated),
+    validate it and ship it where asked; returns what goes into the summary."""
+    config = plan.config
+    model = inference_model(t.model, t.opt, t.ema).to("cpu").eval()
+    model.update(force=True)
+    summary = {"final_weights": weights_digest(model)}  # the average or iterate that ships
+    meta = {
+        "quality": store.EVERY_QUALITY if config.continuous else opts.quality or 0,
+        "lambda": plan.lmbda,
+        "metric": plan.metric,
+        "steps": step,
+        "train_seconds": round(seconds, 1),
+        "device": where,
+        "data": ", ".join(str(f) for f in ([opts.data] if isinstance(opts.data, (str, Path)) else opts.data)),
+        "precision": precision,
+        "init": t.init_sha,
+    }
+    if config.continuous:
+        meta["lambdas"] = list(config.lambdas)
+    final = Path(opts.out) / "final.safetensors"
+    summary["sha256"] = store.save_checkpoint(model, final, **meta)
+    summary["checkpoint"] = str(final)
+    if val_images:
+        summary["val_bpp"], summary["val_psnr"] = validate(model, val_images, "cpu", plan.val_quality)
+    if opts.ship:
+        if not opts.quality and not config.continuous:
+            raise CodecError("--ship needs --quality")
+        summary["shipped"] = ship_checkpoint(final, opts.model, meta["quality"], meta)
     return summary
 
 

@@ -71,7 +71,10 @@ def test_cli_bench_scaling_and_training(reduced, tmp_path):
     points = res["scaling"]["points"]
     assert [round(p["mp"], 2) for p in points] == [0.01, 0.03]
     assert all(p["rss_peak_bytes"] > 0 and p["encode_s"] > 0 for p in points)
-    assert res["train"]["images_per_s"] > 0
+    train = res["train"]
+    assert train["fp32"]["images_per_s"] > 0 and train["bf16"]["images_per_s"] > 0
+    assert train["bf16_speedup"] == train["bf16"]["images_per_s"] / train["fp32"]["images_per_s"]
+    assert "bf16 / fp32:" in r.stdout and "crops/s" in r.stdout
 
 
 def test_unknown_section_is_a_usage_error():
