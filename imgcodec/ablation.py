@@ -340,6 +340,9 @@ def train_run(run: Run, config: ModelConfig, settings: dict, opts: StudyOptions,
             minutes=opts.minutes, resume=True, batch_size=run.batch_size, patch=opts.patch, lr=opts.lr,
             checkpoint_seconds=60.0, seed=opts.seed, workers=opts.workers, threads=opts.threads, device=opts.device,
             progress=opts.progress,
+            # fp32: the study compares norms at the arithmetic they were published with (GDN's
+            # squares and BN's statistics are where bf16 would differ most)
+            precision="fp32",
         ))
     return final
 

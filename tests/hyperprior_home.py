@@ -65,7 +65,7 @@ def training_home(tmp_path, monkeypatch, configs: dict[str, str]) -> dict:
     for i in range(2):
         Image.fromarray(natural_image(48, 48, seed=i)).save(data / f"{i}.png")
     monkeypatch.setenv("IMGCODEC_HOME", str(home))
-    return dict(data=data, workers=0, progress=False, threads=1, log_every=10)
+    return dict(data=data, workers=0, progress=False, threads=1, log_every=10, precision="fp32")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -99,7 +99,7 @@ def hp_home(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IMGCODEC_HOME", str(home))
         store.load_shipped.cache_clear()
-        common = dict(data=data, workers=0, progress=False, ship=True, threads=1, log_every=10)
+        common = dict(data=data, workers=0, progress=False, ship=True, threads=1, log_every=10, precision="fp32")
         train(TrainOptions(model="tinyhp", out=base / "run", steps=60, **common))
         for q in (1, 2):
             train(TrainOptions(model="tinyhp-fixed", quality=q, out=base / f"run{q}", steps=15, **common))

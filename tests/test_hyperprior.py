@@ -499,11 +499,12 @@ def test_trainer_draws_a_level_per_step_and_resumes_exactly(hp_home, tmp_path, m
     def recording(config):
         model = real(config)
         forward = model.forward
-        model.forward = lambda x, quality=None: seen.append(quality) or forward(x, quality)
+        model.forward = lambda x, quality=None, **kw: seen.append(quality) or forward(x, quality, **kw)
         return model
 
     monkeypatch.setattr(trainer, "build_model", recording)
-    common = dict(model=MODEL, data=hp_home.parent / "imgs", workers=0, progress=False, threads=1, steps=16)
+    common = dict(model=MODEL, data=hp_home.parent / "imgs", workers=0, progress=False, threads=1, steps=16,
+                  precision="fp32")
     straight = trainer.train(trainer.TrainOptions(out=tmp_path / "a", **common))
     assert straight["lambda"] is None and set(seen) == {1, 2, 3}
     run = tmp_path / "b"
