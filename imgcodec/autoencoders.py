@@ -12,10 +12,14 @@ import warnings
 
 import torch
 
+from . import _light
+
+_light.load()  # compressai without its package __init__ (its data sets): see _light.py
 with warnings.catch_warnings():  # compressai 1.2 scripts a helper with the deprecated torch.jit API
     warnings.simplefilter("ignore", FutureWarning)
     import compressai.entropy_models  # noqa: F401
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
 from compressai.models.base import CompressionModel
 from torch import nn
 from torch.nn import functional as F
@@ -89,7 +93,91 @@ def build_transforms(config: ModelConfig) -> tuple[nn.Sequential, nn.Sequential]
     return g_a, g_s
 
 
-class FactorizedPrior(CompressionModel):
+def round_hard(v: torch.Tensor, offset: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``round(v - offset) + offset``: the coder's rounding, without a gradient."""
+    return torch.round(v - offset) + offset
+
+
+# Pixels of context on each side that one value of g_a or g_s depends on: four 5×5 stride-2
+# (transposed) convolutions reach 2 · (1 + 2 + 4 + 8) = 30 pixels.
+LOCAL_FOOTPRINT = 30
+
+
+class CodecModel(CompressionModel):
+    """The contract every architecture implements in full; the codec, tiling, rate control,
+    refinement and the trainer call only these members.
+
+    - ``stride``: pixels per latent of ``g_a`` (the input is padded to a multiple of it);
+    - ``latent_parts``: how many payload parts ``compress_coded`` writes (the header's K);
+    - ``supports_gain_units``: whether a config may ask for gain units (one set of weights, every
+      quality); ``grows_from``: the architectures whose trained weights :meth:`grow_from` takes;
+    - :attr:`footprint`: pixels of context either side of one value of ``g_a``/``g_s``, or ``None``
+      when a norm with spatial statistics makes every value depend on the whole frame (never tiled);
+    - ``forward(x, quality, quantization)``: the training pass, ``{"x_hat", "likelihoods"}``;
+    - ``coded_latents(y, quality)``: the tensors the coder codes for the analysis ``y = g_a(x)``;
+    - ``rd_pass(latents, quality, rounding)``: ``(bits, x̂)`` of coding them, differentiable;
+    - ``compress_coded(latents)``: the payload parts; ``decompress_latents(parts, shape, quality)``:
+      the ``ŷ`` that ``g_s`` synthesises, decoded from them;
+    - ``gains(quality)``: the gain and inverse gain of a quality, ``(None, None)`` without gain units.
+
+    ``quality=None`` means the config's default quality.
+    """
+
+    stride = 16
+    latent_parts = 1
+    supports_gain_units = False
+    grows_from: tuple[str, ...] = ()
+    config: ModelConfig
+
+    @property
+    def footprint(self) -> int | None:
+        """``LOCAL_FOOTPRINT`` when ``g_a`` and ``g_s`` are 5×5 stride-2 convolutions and pointwise
+        layers only (so that tiles reproduce the whole frame), else ``None``."""
+        pointwise = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.BatchNorm2d, GDN)
+
+        def local(m) -> bool:
+            if isinstance(m, nn.Sequential):
+                return all(local(c) for c in m.children())
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                return m.kernel_size == (5, 5) and m.stride == (2, 2) and m.padding == (2, 2) and m.groups == 1
+            if isinstance(m, nn.BatchNorm2d):
+                return not m.training
+            return isinstance(m, pointwise)
+
+        if self.stride == 16 and all(len(net) == 7 and local(net) for net in (self.g_a, self.g_s)):
+            return LOCAL_FOOTPRINT
+        return None
+
+    def forward(self, x: torch.Tensor, quality=None, quantization: str = "noise") -> dict:
+        raise NotImplementedError
+
+    def gains(self, quality=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return None, None
+
+    def coded_latents(self, y: torch.Tensor, quality=None) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def rd_pass(self, latents: tuple[torch.Tensor, ...], quality=None,
+                rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def compress_coded(self, latents: tuple[torch.Tensor, ...]) -> list[bytes]:
+        raise NotImplementedError
+
+    def decompress_latents(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grow_from(self, source: "CodecModel") -> None:
+        raise ModelError(f"architecture {self.config.architecture!r} grows from no other")
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, quality=None) -> torch.Tensor:
+        """What the decoder will output for ``x`` (rounding as the coder does), without coding."""
+        _, x_hat = self.rd_pass(self.coded_latents(self.g_a(x), quality), quality, rounding=round_hard)
+        return x_hat.clamp_(0, 1)
+
+
+class FactorizedPrior(CodecModel):
     r"""Factorized-prior autoencoder of Ballé et al.
 
     J. Ballé, D. Minnen, S. Singh, S. J. Hwang, N. Johnston, "Variational image compression with a
@@ -104,8 +192,6 @@ class FactorizedPrior(CompressionModel):
     three; ``ŷ`` is coded with a non-parametric factorized density (compressai's
     ``EntropyBottleneck``) and its rANS coder.  The total stride is 16.
     """
-
-    stride = 16
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -144,26 +230,11 @@ class FactorizedPrior(CompressionModel):
         _check_codable(y)
         return [self.entropy_bottleneck.compress(y)[0]]
 
-    def compress(self, x: torch.Tensor) -> dict:
-        """``x``: (1, 3, H, W) with H, W multiples of ``stride``; returns the payload parts."""
-        y = self.g_a(x)
-        strings = self.entropy_bottleneck.compress(y)
-        return {"strings": [strings], "shape": tuple(y.shape[-2:])}
-
-    def decompress(self, strings: list, shape: tuple[int, int]) -> dict:
-        # compressai's own decoder reads past its buffer on crafted payloads: use the checked one.
-        from .rans import decode_latent
-
-        y_hat = decode_latent(self.entropy_bottleneck, strings[0][0], shape)
-        x_hat = self.g_s(y_hat).clamp_(0, 1)
-        return {"x_hat": x_hat, "y_hat": y_hat}
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """What the decoder will output for ``x`` (rounding as the coder does), without coding."""
-        y = self.g_a(x)
-        medians = self.entropy_bottleneck._get_medians()
-        y_hat = torch.round(y - medians) + medians
-        return self.g_s(y_hat).clamp_(0, 1)
+    @torch.no_grad()
+    def decompress_latents(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
+        """``ŷ`` (1, M, *shape) from the part ``[ŷ]``; checked decoding (compressai's own decoder
+        reads past its buffer on crafted payloads)."""
+        return rans.decode_latent(self.entropy_bottleneck, parts[0], shape)
 
 
 class GainUnits(nn.Module):
@@ -230,7 +301,7 @@ def hyper_shape(shape: tuple[int, int]) -> tuple[int, int]:
     return -(-shape[0] // 4), -(-shape[1] // 4)
 
 
-class ScaleHyperprior(CompressionModel):
+class ScaleHyperprior(CodecModel):
     r"""Scale-hyperprior autoencoder of Ballé et al. ("bmshj2018-hyperprior").
 
     J. Ballé, D. Minnen, S. Singh, S. J. Hwang, N. Johnston, "Variational image compression with a
@@ -257,7 +328,6 @@ class ScaleHyperprior(CompressionModel):
     indexes (see its docstring and docs/bitstream.md).
     """
 
-    stride = 16
     latent_parts = 2
     supports_gain_units = True
 
@@ -395,7 +465,7 @@ class ScaleHyperprior(CompressionModel):
         return [z_payload, self.gaussian_conditional.compress(y, indexes, means)[0]]
 
     @torch.no_grad()
-    def decompress_latent(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
+    def decompress_latents(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
         """``ŷ`` (1, M, *shape), scaled back by the inverse gain, from the parts ``[ẑ, ŷ]``; checked decoding."""
         z_hat = rans.decode_latent(self.entropy_bottleneck, parts[0], hyper_shape(shape))
         indexes = self.scale_indexes(z_hat, shape)
@@ -469,7 +539,7 @@ class MeanScaleHyperprior(ScaleHyperprior):
 ARCHITECTURES = {"factorized": FactorizedPrior, "hyperprior": ScaleHyperprior, "meanscale": MeanScaleHyperprior}
 
 
-def build_model(config: ModelConfig) -> CompressionModel:
+def build_model(config: ModelConfig) -> CodecModel:
     try:
         cls = ARCHITECTURES[config.architecture]
     except KeyError:
@@ -477,8 +547,8 @@ def build_model(config: ModelConfig) -> CompressionModel:
             f"unknown architecture {config.architecture!r} in model {config.name!r} "
             f"(known: {', '.join(sorted(ARCHITECTURES))})"
         ) from None
-    if config.gain_units and not getattr(cls, "supports_gain_units", False):
-        have = ", ".join(sorted(k for k, c in ARCHITECTURES.items() if getattr(c, "supports_gain_units", False)))
+    if config.gain_units and not cls.supports_gain_units:
+        have = ", ".join(sorted(k for k, c in ARCHITECTURES.items() if c.supports_gain_units))
         raise ModelError(f"model {config.name!r}: gain_units needs architecture {have}, not {config.architecture!r}")
     return cls(config)
 
@@ -488,7 +558,7 @@ def build_model(config: ModelConfig) -> CompressionModel:
 
 
 @torch.no_grad()
-def widen(source: CompressionModel, N: int) -> CompressionModel:
+def widen(source: CodecModel, N: int) -> CodecModel:
     """``source`` with ``g_a``/``g_s`` widened to ``N`` channels, as the same function.
 
     Every old channel keeps its weights.  A new channel gets the fresh model's initial weights into
@@ -530,7 +600,7 @@ def close(a: torch.Tensor, b: torch.Tensor, tolerance: float = 1e-4) -> bool:
     return bool((a - b).abs().max() <= tolerance * (1 + b.abs().max()))
 
 
-def _check_same_transforms(source: CompressionModel, other: CompressionModel) -> None:
+def _check_same_transforms(source: CodecModel, other: CodecModel) -> None:
     probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     modes = source.training, other.training
     source.eval(), other.eval()
@@ -547,7 +617,7 @@ def _check_same_transforms(source: CompressionModel, other: CompressionModel) ->
 
 
 @torch.no_grad()
-def init_from(model: CompressionModel, source: CompressionModel) -> None:
+def init_from(model: CodecModel, source: CodecModel) -> None:
     """Start ``model`` from the trained ``source``, as much of it as carries over.
 
     - The same architecture and widths: every weight.
@@ -571,11 +641,11 @@ def init_from(model: CompressionModel, source: CompressionModel) -> None:
     same_hyperprior = (s.hyper_channels, s.gain_units) == (d.hyper_channels, d.gain_units)
     if s.architecture == d.architecture and same_hyperprior:
         model.load_state_dict(source.state_dict())
-    elif same_hyperprior and s.architecture in getattr(model, "grows_from", ()):
+    elif same_hyperprior and s.architecture in model.grows_from:
         model.grow_from(source)
     else:
-        for name in ("g_a", "g_s"):
-            getattr(model, name).load_state_dict(getattr(source, name).state_dict())
+        model.g_a.load_state_dict(source.g_a.state_dict())
+        model.g_s.load_state_dict(source.g_s.state_dict())
 
 
 def bits_per_pixel(likelihoods: dict, num_pixels: int) -> torch.Tensor:

@@ -154,11 +154,11 @@ def _peer_encode(peer, rgb: np.ndarray):
     """compressai's pipeline: an NCHW float tensor (as ToTensor gives it), padded, ``.compress``."""
     import torch
 
-    from .codec import _padded_size, array_to_tensor, pad_image
+    from .tensors import array_to_tensor, pad_image, padded_size
 
     with torch.no_grad():
         x = array_to_tensor(rgb).contiguous()
-        x = pad_image(x, *_padded_size(rgb.shape[0], rgb.shape[1], 16))
+        x = pad_image(x, *padded_size(rgb.shape[0], rgb.shape[1], 16))
         return peer.compress(x)
 
 
@@ -196,7 +196,7 @@ def peer_section(images, loaded, reps: int, warmup: int, log) -> dict:
         a = rans.decode_symbols(ours_payload, tables, plane)
         b = rans.decode_symbols(peer_payload, tables, plane)
         sym_diff = int(np.count_nonzero(a != b))
-        ours_px = codec.decompress_rgb(loaded.model, peer_payload, h, w)
+        ours_px = codec.decompress_latents(loaded.model, [peer_payload], h, w)
         peer_px = _peer_decode(peer, theirs, h, w)
         px_diff = np.abs(ours_px.astype(np.int16) - peer_px.astype(np.int16))
         r = {
@@ -397,12 +397,12 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
                        compile: bool = True) -> dict:
     import torch
 
-    from . import codec, fastpath, rans, rans_jit
+    from . import fastpath, rans, rans_jit, tensors
 
     model = loaded.model
     h, w = rgb.shape[:2]
     res: dict[str, dict] = {}
-    x = codec.pad_image(codec.array_to_tensor(rgb).contiguous(), *codec._padded_size(h, w, 16))
+    x = tensors.pad_image(tensors.array_to_tensor(rgb).contiguous(), *tensors.padded_size(h, w, 16))
     with torch.inference_mode():
         y_hat = torch.round(model.g_a(x))
     xcl, ycl = fastpath.fast_layout(x), fastpath.fast_layout(y_hat)
@@ -654,7 +654,7 @@ def _peak_rss() -> int:
 def _scaling_child(mp: float, source: str, model: str | None, quality: int | None) -> dict:
     import torch
 
-    from . import codec, rans_jit
+    from . import codec, rans_jit, store
     from .imageio import CanonicalImage, load_rgb_array
 
     base = load_rgb_array(Path(source))
@@ -665,7 +665,7 @@ def _scaling_child(mp: float, source: str, model: str | None, quality: int | Non
     tile = np.concatenate([tile, tile[:, ::-1]], axis=1)
     rgb = np.ascontiguousarray(np.tile(tile, (-(-reps_h // 2), -(-reps_w // 2), 1))[:side_h, :side_w])
     del tile
-    loaded = codec._resolve(model, quality)
+    loaded = store.load_shipped(model, quality)
     rans_jit.load()
     small = CanonicalImage(rgb[:64, :64].copy(), None, False)
     codec.decode(codec.encode_canonical(small, loaded), loaded=loaded)  # warm-up

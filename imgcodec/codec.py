@@ -14,72 +14,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from . import bitstream, rans, store, tiling
+from . import bitstream, ratecontrol, store, tiling
 from .errors import BitstreamError, CodecError, InputError, ModelError
 from .imageio import CanonicalImage, read_image, read_input_bytes, to_pil
+from .refine import refine_latents
+from .tensors import padded_size
 
 DEFAULT_MODEL = store.DEFAULT_MODEL
 
 
-def pad_image(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pad (N, C, h, w) at the bottom/right to (height, width): reflect, then replicate.
-
-    Reflection continues the picture's texture, which costs fewer bits than a flat border.
-    """
-    dh, dw = height - x.shape[-2], width - x.shape[-1]
-    if dh == 0 and dw == 0:
-        return x
-    rh, rw = min(dh, x.shape[-2] - 1), min(dw, x.shape[-1] - 1)
-    if rh > 0 or rw > 0:
-        x = F.pad(x, (0, max(rw, 0), 0, max(rh, 0)), mode="reflect")
-    return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]), mode="replicate")
-
-
-def _padded_size(h: int, w: int, stride: int) -> tuple[int, int]:
-    return -(-h // stride) * stride, -(-w // stride) * stride
-
-
-def array_to_tensor(rgb: np.ndarray, device: str = "cpu") -> torch.Tensor:
-    if not rgb.flags.writeable:
-        rgb = rgb.copy()
-    return torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255)
-
-
-def tensor_to_array(x: torch.Tensor) -> np.ndarray:
-    return x[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-@torch.inference_mode()
-def compress_rgb(model, rgb: np.ndarray, device: str = "cpu") -> bytes:
-    """The latent payload of an (H, W, 3) uint8 image, for a one-part (factorized) model."""
-    return _compress_latents(model, rgb, device, None, None)[0]
-
-
-@torch.inference_mode()
-def decompress_rgb(model, payload: bytes, height: int, width: int, device: str = "cpu") -> np.ndarray:
-    ph, pw = _padded_size(height, width, model.stride)
-    y_hat = rans.decode_latent(model.entropy_bottleneck, payload, (ph // model.stride, pw // model.stride))
-    return tiling.synthesis(model, y_hat, height, width, device)
-
-
-def latent_parts(model) -> int:
-    """How many latent payload parts the model writes: 1 (factorized: ŷ), 2 (hyperprior: ẑ, ŷ)."""
-    return getattr(model, "latent_parts", 1)
-
-
 def compress_latents(model, rgb: np.ndarray, device: str = "cpu", quality=None, y=None, refine: int = 0) -> list[bytes]:
-    """The latent payload parts of an (H, W, 3) uint8 image at ``quality`` (a continuous model's).
+    """The latent payload parts of an (H, W, 3) uint8 image at ``quality`` (``None``: the config's default).
 
-    ``y``: the analysis ``tiling.analysis(model, rgb)`` of a multi-part model, if already computed
-    (a continuous model's quality search analyses once). ``refine``: steps of encoder-side
+    ``y``: the analysis ``tiling.analysis(model, rgb)``, if already computed (rate control analyses
+    once for every quality of the same weights). ``refine``: steps of encoder-side
     refinement of the latents (``refine.py``; 0: none).
     """
     if refine:
-        from .refine import refine_latents
-
         latents = refine_latents(model, rgb, quality, refine, device=device, y=y)
         with torch.inference_mode():
             return model.compress_coded(latents)
@@ -96,10 +49,9 @@ def _compress_latents(model, rgb: np.ndarray, device: str, quality, y) -> list[b
 
 @torch.inference_mode()
 def decompress_latents(model, parts, height: int, width: int, device: str = "cpu", quality=None) -> np.ndarray:
-    if latent_parts(model) == 1:
-        return decompress_rgb(model, parts[0], height, width, device)
-    ph, pw = _padded_size(height, width, model.stride)
-    y_hat = model.decompress_latent(parts, (ph // model.stride, pw // model.stride), quality)
+    """The (height, width, 3) uint8 image of the latent payload parts ``model.compress_coded`` wrote."""
+    ph, pw = padded_size(height, width, model.stride)
+    y_hat = model.decompress_latents(parts, (ph // model.stride, pw // model.stride), quality)
     return tiling.synthesis(model, y_hat, height, width, device)
 
 
@@ -109,20 +61,12 @@ def code_array(model, rgb: np.ndarray, device: str = "cpu", quality=None) -> tup
     return sum(map(len, parts)), decompress_latents(model, parts, rgb.shape[0], rgb.shape[1], device, quality)
 
 
-def _resolve(model: str | None, quality) -> store.LoadedModel:
-    name = model or DEFAULT_MODEL
-    config = store.load_config(name)
-    return store.load_shipped(name, config.default_quality if quality is None else quality)
-
-
-def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str = "cpu", quality=None,
-                     y=None, refine: int = 0) -> bytes:
-    """``quality``: for a continuous model, any of its qualities (default: ``loaded.quality``);
-    ``y``, ``refine``: see ``compress_latents``."""
+def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str = "cpu", y=None,
+                     refine: int = 0) -> bytes:
+    """The file of ``img`` coded with ``loaded`` at its quality (``store.load_shipped`` resolved and
+    normalized it); ``y``, ``refine``: see ``compress_latents``."""
     config = loaded.config
-    q = config.normalize_quality(loaded.quality if quality is None else quality)
-    if not config.continuous and q != loaded.quality:
-        raise ModelError(f"these weights of {config.name!r} are quality {loaded.quality}, not {q}")
+    q = loaded.quality
     model = loaded.model.to(device)
     parts = compress_latents(model, img.rgb, device, q, y, refine)
     latent = len(parts)
@@ -156,14 +100,35 @@ def encode(image, quality=None, model: str | None = None, device: str = "cpu", t
     """
     img = read_image(image, metadata, to_srgb)  # input errors first, before any weights load
     if target_size is not None or target_bpp is not None:
-        from .ratecontrol import encode_to_target
-
         if quality is not None:
             raise ModelError("give a quality or a target size, not both")
         return encode_to_target(img, model, size=target_size, bpp=target_bpp, device=device,
                                 refine=refine).data
-    loaded = _resolve(model, quality)
-    return encode_canonical(img, loaded, device, refine=refine)
+    return encode_canonical(img, store.load_shipped(model, quality), device, refine=refine)
+
+
+def encode_to_target(img: CanonicalImage, model: str | None = None, size: int | None = None,
+                     bpp: float | None = None, device: str = "cpu", tolerance: float = ratecontrol.TOLERANCE,
+                     refine: int = 0) -> ratecontrol.Fit:
+    """Encode ``img`` at the highest quality of ``model`` whose file has at most ``size`` bytes, or
+    at most ``bpp`` bits per pixel of the image (``ratecontrol``).
+
+    ``refine``: steps of encoder-side refinement for every file the search encodes (so the size
+    it checks is the size it writes)."""
+    limit = ratecontrol.target_limit(*img.size, size=size, bpp=bpp)
+    grid = store.quality_grid(model)
+    if not grid:
+        raise CodecError(f"model {model or store.DEFAULT_MODEL!r} has no shipped weights (see `imgcodec models`)")
+    analyses: dict[str, torch.Tensor] = {}  # g_a of each set of weights, shared by its qualities
+
+    def encode_at(q) -> bytes:
+        loaded = store.load_shipped(model, q)
+        if loaded.sha256 not in analyses:
+            with torch.inference_mode():
+                analyses[loaded.sha256] = tiling.analysis(loaded.model.to(device), img.rgb, device)
+        return encode_canonical(img, loaded, device, y=analyses[loaded.sha256], refine=refine)
+
+    return ratecontrol.search(grid, encode_at, limit, tolerance)
 
 
 def _model_for(header: bitstream.Header, loaded: store.LoadedModel | None = None) -> store.LoadedModel:
@@ -214,7 +179,7 @@ def decode(
     stream = bitstream.unpack(file_bytes(data), max_pixels=max_pixels)
     h = stream.header
     loaded = _model_for(h, loaded)
-    k = latent_parts(loaded.model)
+    k = loaded.model.latent_parts
     if h.latent_parts != k:
         raise BitstreamError(f"corrupt header: {h.latent_parts} latent parts, but model {h.model!r} writes {k}")
     try:

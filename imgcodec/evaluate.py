@@ -23,7 +23,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -267,12 +267,11 @@ def evaluate_model(
     if checkpoint is not None:
         loaded = store.load_checkpoint_file(Path(checkpoint))
         if loaded.config.continuous:  # one checkpoint, every quality: the levels of its λ ladder by default
-            qs = [loaded.config.normalize_quality(q) for q in (qualities or loaded.config.qualities)]
-            models = {q: replace(loaded, quality=q) for q in qs}
+            models = {m.quality: m for m in (loaded.at(q) for q in (qualities or loaded.config.qualities))}
         else:
             if qualities is not None and len(qualities) > 1:
                 raise ModelError("a checkpoint is one rate point: give at most one --quality to label it")
-            loaded = replace(loaded, quality=_label_quality(loaded, qualities[0] if qualities else None))
+            loaded = loaded.at(_label_quality(loaded, qualities[0] if qualities else None))
             models = {loaded.quality: loaded}
         source = {"checkpoint": str(checkpoint)}
     else:

@@ -278,7 +278,7 @@ def make_seeds() -> tuple[list[bytes], list[bytes]]:
     from .autoencoders import build_model
     from .imageio import canonicalize
 
-    loaded = codec._resolve(None, None)
+    loaded = store.load_shipped()
     images = _seed_images()
     seeds = [codec.encode_canonical(canonicalize(img), loaded) for img in images]
     # One file of every other shipped (model, quality): other architectures, format versions.
@@ -292,7 +292,7 @@ def make_seeds() -> tuple[list[bytes], list[bytes]]:
     foreign = []
     for img in _seed_images()[:3]:
         rgb = canonicalize(img)
-        payload = codec.compress_rgb(other, rgb.rgb)
+        (payload,) = codec.compress_latents(other, rgb.rgb)
         header = bitstream.unpack(codec.encode_canonical(rgb, loaded)).header
         parts = [payload] + ([zlib.compress(rgb.alpha.tobytes())] if rgb.alpha is not None else [])
         foreign.append(bitstream.pack(header, parts))

@@ -9,9 +9,11 @@ does for the shipped models; where it does not, the result still fits, but a hig
 also fits may be missed):
 
 * a continuous-rate model (gain units): every quality in hundredths from 1 to the last level, so
-  about nine encodings; the analysis transform ``g_a`` runs once and is shared by all of them, as
-  the quality acts only after it;
-* a model with discrete rate points: its shipped qualities.
+  about nine encodings;
+* a model with discrete rate points: its shipped qualities
+
+(``store.quality_grid``; ``codec.encode_to_target`` runs the search).  The analysis transform ``g_a`` runs once per set of weights and is shared
+by the qualities those weights code, as the quality acts only after it.
 
 It stops as soon as a file fits within ``tolerance`` (2 %) below the target; otherwise it returns the
 file of the highest quality that fits, the next size below the target on the quality scale.  When
@@ -78,20 +80,10 @@ def search(grid: list, encode: Callable[[object], bytes], limit: int, tolerance:
     return Fit(files[lo], grid[lo], limit, len(files))
 
 
-def encode_to_target(img, model: str | None = None, size: int | None = None, bpp: float | None = None,
-                     device: str = "cpu", tolerance: float = TOLERANCE, refine: int = 0) -> Fit:
-    """Encode a ``CanonicalImage`` at the highest quality of ``model`` whose file has at most ``size``
-    bytes, or at most ``bpp`` bits per pixel of the image.
-
-    ``refine``: steps of encoder-side refinement for every file the search encodes (so the size
-    it checks is the size it writes)."""
-    import torch
-
-    from . import codec, store, tiling
-
+def target_limit(width: int, height: int, size: int | None = None, bpp: float | None = None) -> int:
+    """The byte limit of one target: ``size`` bytes, or ``bpp`` bits per pixel of a width × height image."""
     if (size is None) == (bpp is None):
         raise CodecError("give one target: a size in bytes or bits per pixel")
-    width, height = img.size
     if size is None:
         if not (isinstance(bpp, (int, float)) and math.isfinite(bpp) and bpp > 0):
             raise CodecError(f"the target bpp must be a positive number, not {bpp!r}")
@@ -100,22 +92,4 @@ def encode_to_target(img, model: str | None = None, size: int | None = None, bpp
         limit = int(size)
     if limit < 1:
         raise CodecError(f"the target of {size if size is not None else f'{bpp} bpp'} is less than one byte")
-    name = model or codec.DEFAULT_MODEL
-    config = store.load_config(name)
-    if config.continuous:
-        loaded = store.load_shipped(name, config.default_quality)
-        with torch.inference_mode():
-            y = tiling.analysis(loaded.model.to(device), img.rgb, device)
-        grid = [config.normalize_quality(c / 100) for c in range(100 * config.qualities.start, 100 * config.qualities.stop - 99)]
-
-        def encode(q) -> bytes:
-            return codec.encode_canonical(img, loaded, device, quality=q, y=y, refine=refine)
-    else:
-        grid = store.shipped_qualities(name)
-        if not grid:
-            raise CodecError(f"model {name!r} has no shipped weights (see `imgcodec models`)")
-
-        def encode(q) -> bytes:
-            return codec.encode_canonical(img, store.load_shipped(name, q), device, refine=refine)
-
-    return search(grid, encode, limit, tolerance)
+    return limit

@@ -32,9 +32,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
+from . import tiling
 from .autoencoders import round_soft
 from .errors import CodecError
+from .tensors import array_to_tensor
 
 # 2048 × 2048. A step's backward pass holds the synthesis's activations: a 2-megapixel image peaked
 # 1.2 GB above the process's baseline (hyperprior-gdn, N = 64), ~2.5 GB at this cap.
@@ -52,11 +55,6 @@ def refine_latents(model, rgb: np.ndarray, quality=None, steps: int = 50, lr: fl
 
     ``y``: the analysis ``tiling.analysis(model, rgb)``, if already computed.
     """
-    import torch
-
-    from . import tiling
-    from .codec import array_to_tensor
-
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise CodecError(f"refinement steps must be a whole number of at least 0, not {steps!r}")
     h, w, _ = rgb.shape

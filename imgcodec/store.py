@@ -98,6 +98,16 @@ def manifest_entry(model: str, quality: int) -> dict | None:
 EVERY_QUALITY = 0
 
 
+def quality_grid(model: str | None = None) -> list:
+    """Every quality that ``load_shipped`` serves for ``model``, ascending: a continuous-rate model's
+    every hundredth from 1 to its last level, otherwise its shipped qualities."""
+    model = model or DEFAULT_MODEL
+    config = load_config(model)
+    if config.continuous:
+        return [config.normalize_quality(c / 100) for c in range(100 * config.qualities.start, 100 * config.qualities.stop - 99)]
+    return shipped_qualities(model)
+
+
 def shipped_qualities(model: str) -> list[int]:
     """The qualities with weights; for a continuous-rate model, the levels of its λ ladder."""
     have = sorted(e["quality"] for e in read_manifest() if e["model"] == model)
@@ -267,9 +277,14 @@ def model_from_tensors(tensors: dict, config: ModelConfig):
 class LoadedModel:
     model: object  # a torch module
     config: ModelConfig
-    quality: int
+    quality: int | float
     sha256: str
     meta: dict
+
+    def at(self, quality) -> "LoadedModel":
+        """These weights labelled with ``quality``, normalized: a continuous-rate model's one
+        checkpoint serves every quality of its scale, the same module for all."""
+        return replace(self, quality=self.config.normalize_quality(quality))
 
 
 def load_checkpoint_file(path: Path, expected_sha256: str | None = None) -> LoadedModel:
@@ -278,17 +293,22 @@ def load_checkpoint_file(path: Path, expected_sha256: str | None = None) -> Load
     return LoadedModel(model, config, int(meta.get("quality", 0)), digest, meta)
 
 
-def load_shipped(model: str, quality) -> LoadedModel:
-    """The shipped weights of (model, quality), verified against the manifest.
+def load_shipped(model: str | None = None, quality=None) -> LoadedModel:
+    """The shipped weights of (model, quality), verified against the manifest, with the quality
+    normalized (``ModelConfig.normalize_quality``): the one place that resolves a model name and a
+    quality.  ``None``: the default model, the config's default quality.
 
     A continuous-rate model has one checkpoint (manifest quality ``EVERY_QUALITY``), loaded once
     and shared: the ``LoadedModel`` of every quality holds the same module (asked for quality
     ``EVERY_QUALITY``, as its manifest entry names it, it comes labelled with the default quality).
     """
+    model = model or DEFAULT_MODEL
     config = load_config(model)
+    if quality is None:
+        quality = config.default_quality
     if config.continuous:
         quality = config.normalize_quality(config.default_quality if quality == EVERY_QUALITY else quality)
-        return replace(_load_entry(model, EVERY_QUALITY), quality=quality)
+        return _load_entry(model, EVERY_QUALITY).at(quality)
     quality = config.normalize_quality(quality)
     return _load_entry(model, quality)
 

@@ -38,7 +38,7 @@ from . import store
 from .atomic import write_bytes_atomic
 from .autoencoders import bits_per_pixel, build_model, init_from
 from .errors import CodecError, InputError, ModelError
-from .codec import pad_image
+from .tensors import pad_image
 from .imageio import find_images, load_rgb_array
 
 STATE_FILE = "state.safetensors"

@@ -3,7 +3,7 @@
     imgcodec compare-images photo.png --size 40KB -o compare.html --png crops.png
 
 For every photo, imgcodec and each classical codec (JPEG, WebP, AVIF by default) are encoded at the
-highest quality whose whole file fits the target: imgcodec by ``ratecontrol.encode_to_target``
+highest quality whose whole file fits the target: imgcodec by ``codec.encode_to_target``
 (what ``encode --target-size`` does), a classical codec by the same bisection (``ratecontrol.search``)
 over its Pillow quality knob.  A ``--bpp`` target is turned into bytes per photo as the rate control
 does it, and every codec gets that same byte limit.  The numbers are those of ``imgcodec eval`` and
@@ -121,8 +121,8 @@ def compare_photo(path: Path, size: int | None = None, bpp: float | None = None,
         rgb = load_rgb_array(path)
     names = check_codecs(codecs)
     try:
-        fit = ratecontrol.encode_to_target(CanonicalImage(rgb, None, False), model, size=size, bpp=bpp,
-                                           device=device, refine=refine)
+        fit = codec.encode_to_target(CanonicalImage(rgb, None, False), model, size=size, bpp=bpp,
+                                     device=device, refine=refine)
     except CodecError as exc:
         raise type(exc)(f"{path.name}: imgcodec: {exc}") from None
     decoded = np.asarray(codec.decode(fit.data, device=device).convert("RGB"))

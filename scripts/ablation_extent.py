@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgcodec import codec, store
+from imgcodec import store, tensors
 from imgcodec.ablation import load_points
 from imgcodec.atomic import write_bytes_atomic
 from imgcodec.evaluate import load_images, psnr
@@ -30,9 +30,9 @@ TILES = (64, 128, 256)
 
 def reconstruct(model, rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
-    x = codec.array_to_tensor(np.ascontiguousarray(rgb))
-    x = codec.pad_image(x, -(-h // 16) * 16, -(-w // 16) * 16)
-    return codec.tensor_to_array(model.reconstruct(x)[..., :h, :w])
+    x = tensors.array_to_tensor(np.ascontiguousarray(rgb))
+    x = tensors.pad_image(x, -(-h // 16) * 16, -(-w // 16) * 16)
+    return tensors.tensor_to_array(model.reconstruct(x)[..., :h, :w])
 
 
 def tiled(model, rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -39,7 +39,7 @@ def main() -> None:
     # a continuous model codes every quality; another checkpoint, its own
     qualities = loaded.config.qualities if loaded.config.continuous else [loaded.meta.get("quality")]
     for q in qualities:
-        gain, inverse = model.gains(q) if loaded.config.continuous else (None, None)
+        gain, inverse = model.gains(q)
         exact, rounded = [], []
         for im in images:
             y = tiling.analysis(model, im.rgb)

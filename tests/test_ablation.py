@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from imgcodec import ablation, store
+from imgcodec import ablation, store, tensors
 from imgcodec.ablation import Run, StudyError, StudyOptions, plan, variant_config
 from imgcodec.cli import cli
 from imgcodec.config import ModelConfig
@@ -229,7 +229,7 @@ def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tm
     loaded = store.load_shipped("factorized-mabn", 6)
     assert (loaded.config.N, loaded.config.M) == (8, 8)  # the study's widths, from the checkpoint itself
     with torch.inference_mode():
-        expected = codec.tensor_to_array(loaded.model.reconstruct(codec.array_to_tensor(rgb)))
+        expected = tensors.tensor_to_array(loaded.model.reconstruct(tensors.array_to_tensor(rgb)))
     assert np.array_equal(np.asarray(codec.decode(data)), expected)
     r = run_cli("models", env={"IMGCODEC_HOME": str(bare_home)})
     assert "  q6  lambda=0.0483  shipped (normalization ablation (docs/ablation.md): N=8, M=8, batch 4, 2 steps)" in r.stdout

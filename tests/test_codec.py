@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, codec, store
+from imgcodec import bitstream, codec, store, tensors
 from imgcodec.errors import BitstreamError, InputError, ModelError
 
 from conftest import natural_image
@@ -45,11 +45,11 @@ def test_decoder_output_is_exactly_the_encoders_reconstruction(default_quality):
     """The bitstream decodes to exactly what the encoder reconstructed (lossless latents)."""
     arr = natural_image(70, 90, seed=3)
     loaded = store.load_shipped(MODEL, default_quality)
-    payload = codec.compress_rgb(loaded.model, arr)
-    decoded = codec.decompress_rgb(loaded.model, payload, 70, 90)
+    parts = codec.compress_latents(loaded.model, arr)
+    decoded = codec.decompress_latents(loaded.model, parts, 70, 90)
     with torch.inference_mode():
-        x = codec.pad_image(codec.array_to_tensor(arr), 80, 96)
-        expected = codec.tensor_to_array(loaded.model.reconstruct(x)[..., :70, :90])
+        x = tensors.pad_image(tensors.array_to_tensor(arr), 80, 96)
+        expected = tensors.tensor_to_array(loaded.model.reconstruct(x)[..., :70, :90])
     assert np.array_equal(decoded, expected)
 
 

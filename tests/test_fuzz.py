@@ -167,7 +167,7 @@ def test_encoder_refuses_latents_compressai_cannot_code(monkeypatch):
     for bad in (float("nan"), float(rans.MAX_LATENT)):
         monkeypatch.setattr(codec.tiling, "analysis", lambda *a, **k: torch.full((1, 96, 1, 1), bad))
         with pytest.raises(ModelError, match="out of range"):
-            codec.compress_rgb(model, rgb)
+            codec.compress_latents(model, rgb)
 
 
 def test_alpha_bomb_is_bounded(seeds):

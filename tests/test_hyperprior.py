@@ -72,7 +72,7 @@ def test_every_norm_decodes_to_what_the_encoder_reconstructed(norm, gain_units, 
     parts = compress_latents(model, rgb, quality=quality)
     assert len(parts) == 2
     with torch.inference_mode():  # ŷ is bit-exact; the pixels are its synthesis
-        assert torch.equal(model.decompress_latent(parts, (3, 5), quality), encoder_latent(model, rgb, quality))
+        assert torch.equal(model.decompress_latents(parts, (3, 5), quality), encoder_latent(model, rgb, quality))
     decoded = decompress_latents(model, parts, 40, 72, quality=quality)
     np.testing.assert_array_equal(decoded, expected_reconstruction(model, rgb, quality))
 

@@ -77,7 +77,7 @@ def test_decoder_adds_the_encoders_means(norm, gain_units, quality):
     parts = compress_latents(model, rgb, quality=quality)
     expected = encoder_latent(model, rgb, parts, quality)
     with torch.inference_mode():
-        decoded_latent = model.decompress_latent(parts, (3, 5), quality)
+        decoded_latent = model.decompress_latents(parts, (3, 5), quality)
     assert torch.equal(decoded_latent, expected)
     with torch.inference_mode():
         _, inverse = model.gains(quality)

@@ -452,7 +452,8 @@ def test_model_with_norm_trains_one_step(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_bitstream_decodes_to_what_the_encoder_reconstructed(name):
     from imgcodec.autoencoders import build_model
-    from imgcodec.codec import _padded_size, array_to_tensor, compress_rgb, decompress_rgb, pad_image, tensor_to_array
+    from imgcodec.codec import compress_latents, decompress_latents
+    from imgcodec.tensors import array_to_tensor, pad_image, padded_size, tensor_to_array
 
     torch.manual_seed(0)
     model = build_model(_config(name))
@@ -462,10 +463,10 @@ def test_bitstream_decodes_to_what_the_encoder_reconstructed(name):
     model.eval()
     model.update(force=True)
     rgb = natural_image(40, 56, seed=1)  # not a multiple of the stride: padded
-    payload = compress_rgb(model, rgb)
-    decoded = decompress_rgb(model, payload, 40, 56)
+    parts = compress_latents(model, rgb)
+    decoded = decompress_latents(model, parts, 40, 56)
     with torch.inference_mode():
-        x = pad_image(array_to_tensor(rgb), *_padded_size(40, 56, model.stride))
+        x = pad_image(array_to_tensor(rgb), *padded_size(40, 56, model.stride))
         expected = tensor_to_array(model.reconstruct(x)[..., :40, :56])
     assert decoded.shape == rgb.shape
     np.testing.assert_array_equal(decoded, expected)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, ratecontrol
+from imgcodec import bitstream, codec
 from imgcodec.errors import CodecError
 from imgcodec.imageio import canonicalize
 from imgcodec.ratecontrol import parse_size, search
@@ -88,7 +88,7 @@ def test_analysis_runs_once_per_search(hp_home, photo, monkeypatch):
     calls = []
     real, limit = tiling.analysis, _size_at(photo, 2)
     monkeypatch.setattr(tiling, "analysis", lambda *a, **k: calls.append(1) or real(*a, **k))
-    fit = ratecontrol.encode_to_target(canonicalize(photo), MODEL, size=limit)
+    fit = codec.encode_to_target(canonicalize(photo), MODEL, size=limit)
     assert calls == [1] and fit.encodes >= 3
 
 
