@@ -7,8 +7,8 @@
 Importing this package does not import torch; the first ``encode``/``decode`` does.
 """
 
+from .codec import pillow_plugin as _pillow_plugin  # noqa: F401 - Image.open/save of imgcodec files (no Pillow import yet)
 from .errors import BitstreamError, CodecError, InputError, ModelError, OutputError
-from . import pillow_plugin as _pillow_plugin  # noqa: F401 - Image.open/save of imgcodec files (no Pillow import yet)
 
 __version__ = "0.1.0"
 
@@ -35,10 +35,10 @@ def encode(image, quality=None, model=None, device="cpu", target_size=None, targ
     ``metadata``: what the file keeps, ``"all"`` (ICC profile, EXIF, XMP), ``"icc"`` or ``"none"``;
     ``to_srgb``: convert a colour-managed image's pixels to sRGB and keep no profile.
     """
-    from .imageio import read_image
+    from .codec.imageio import read_image
 
     img = read_image(image, metadata, to_srgb)  # a bad input is refused before torch is imported
-    from .codec import encode as _encode
+    from .codec.api import encode as _encode
 
     return _encode(img, quality=quality, model=model, device=device, target_size=target_size, target_bpp=target_bpp,
                    refine=refine)
@@ -47,6 +47,6 @@ def encode(image, quality=None, model=None, device="cpu", target_size=None, targ
 def decode(data, device="cpu", **kwargs):
     """Decode an imgcodec file — its bytes, a path or a binary file object — to a ``PIL.Image``
     (original size and mode; its ICC profile, EXIF and XMP in ``img.info`` when the file has them)."""
-    from .codec import decode as _decode
+    from .codec.api import decode as _decode
 
     return _decode(data, device=device, **kwargs)

@@ -33,7 +33,7 @@ def _outputs(inputs: tuple[str, ...], output_dir: str | None, suffix: str, what:
     """Pair inputs with outputs: ``IN OUT`` or ``IN... -o DIR`` (``-``: stdin / stdout, single file only)."""
     if output_dir is None:
         if len(inputs) != 2:
-            raise click.UsageError(f"give INPUT OUTPUT, or several inputs with -o/--output-dir DIR")
+            raise click.UsageError("give INPUT OUTPUT, or several inputs with -o/--output-dir DIR")
         return [(Path(inputs[0]), Path(inputs[1]))]
     if STREAM in inputs:
         raise click.UsageError("'-' (standard input) is for a single file: give - OUTPUT")
@@ -118,15 +118,15 @@ def cli() -> None:
               help="Overwrite existing outputs (never an input, never a read-only file; a symlink's target is replaced).")
 def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, metadata, to_srgb, device, force):
     """Compress an image: `encode IN.png OUT.bin`, or `encode A.png B.jpg -o DIR` (`-`: stdin / stdout)."""
-    from . import store
     from .atomic import check_writable, write_bytes_atomic
-    from .imageio import read_image
+    from .codec.imageio import read_image
+    from .models import store
 
     if sum(v is not None for v in (quality, target_size, target_bpp)) > 1:
         raise click.UsageError("give one of -q/--quality, --target-size and --target-bpp")
     targets = {}
     if target_size is not None:
-        from .ratecontrol import parse_size
+        from .codec.ratecontrol import parse_size
 
         try:
             targets["target_size"] = parse_size(target_size)
@@ -144,7 +144,7 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
         img = read_image(_read_stdin() if _is_stream(src) else src, metadata, to_srgb)
         if not _is_stream(dst):
             check_writable(dst, force, inputs=[src])
-        from . import codec  # torch loads here, once the input is known to be good
+        from .codec import api as codec  # torch loads here, once the input is known to be good
 
         data = codec.encode(img, quality=quality, model=model, device=_check_device(device), refine=refine, **targets)
         if _is_stream(dst):
@@ -170,9 +170,10 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
 @click.option("--no-size-cap", is_flag=True, help="Decode images larger than the default pixel cap.")
 def decode(inputs, output_dir, fmt, device, force, no_size_cap):
     """Decompress: `decode IN.bin OUT.png` (format from the extension), or `decode A.bin -o DIR` (`-`: stdin / stdout)."""
-    from . import bitstream, store
     from .atomic import check_writable, write_bytes_atomic
-    from .imageio import image_bytes, output_format, read_input_bytes
+    from .codec.imageio import image_bytes, output_format, read_input_bytes
+    from .format import bitstream
+    from .models import store
 
     pairs = _outputs(inputs, output_dir, "." + fmt, "output")
     cap = None if no_size_cap else bitstream.DEFAULT_MAX_PIXELS
@@ -187,7 +188,7 @@ def decode(inputs, output_dir, fmt, device, force, no_size_cap):
             raise type(exc)(f"this file needs model {header.model!r} quality {header.quality}: {exc}") from None
         if not _is_stream(dst):
             check_writable(dst, force, inputs=[src])
-        from . import codec
+        from .codec import api as codec
 
         img = codec.decode(data, device=_check_device(device), max_pixels=cap)
         out = image_bytes(img, fmt=image_format)
@@ -203,9 +204,8 @@ def decode(inputs, output_dir, fmt, device, force, no_size_cap):
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 def info(files):
     """Show the header of imgcodec files: model, weights, quality, size, mode, bytes, bpp."""
-    from .bitstream import unpack
-
-    from .imageio import read_input_bytes
+    from .codec.imageio import read_input_bytes
+    from .format.bitstream import unpack
 
     for name in files:
         s = unpack(_read_stdin() if name == STREAM else read_input_bytes(name), max_pixels=None)
@@ -225,7 +225,7 @@ def info(files):
 @cli.command()
 def models():
     """List the models, their qualities (λ) and which have shipped weights."""
-    from . import store
+    from .models import store
 
     for name, cfg in store.available_configs().items():
         shipped = set(store.shipped_qualities(name))
@@ -254,7 +254,7 @@ def models():
 @click.option("--resume", is_flag=True, help="Continue from OUT/state.safetensors if it exists.")
 @click.option("--init", type=click.Path(exists=True, dir_okay=False), help="Start from this checkpoint: all of it for the same model; for a wider one, its transforms "
               "widened as the same function; for a mean-scale from a scale hyperprior, grown; otherwise "
-              "g_a/g_s only (autoencoders.init_from).")
+              "g_a/g_s only (models.growth.init_from).")
 @click.option("--batch-size", type=int)
 @click.option("--patch", type=int, help="Crop size (multiple of 16).")
 @click.option("--lr", type=float)
@@ -279,7 +279,8 @@ def models():
 @click.option("--ship", is_flag=True, help="Copy the final weights into checkpoints/ and the manifest.")
 def train(**kw):
     """Train one rate point (also under `torchrun --nproc_per_node=N`)."""
-    from .train import TrainOptions, train as run
+    from .train import TrainOptions
+    from .train import train as run
 
     _check_device(kw["device"])
     kw["data"] = [Path(d) for d in kw["data"]]
@@ -315,7 +316,7 @@ def _comma_list(values: tuple[str, ...]) -> list[str]:
 def eval_command(model, checkpoint, qualities, data, output, limit, name, refine, device, force):
     """Measure a learned model on real bitstreams: bpp, PSNR, MS-SSIM, times per image and quality."""
     from .atomic import check_writable
-    from .evaluate import evaluate_model, format_summary, parse_qualities
+    from .eval.evaluate import evaluate_model, format_summary, parse_qualities
 
     check_writable(Path(output), force)
     res = evaluate_model(Path(data), model=model, qualities=parse_qualities(qualities),
@@ -335,9 +336,9 @@ def eval_command(model, checkpoint, qualities, data, output, limit, name, refine
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing results file.")
 def baseline(codec, qualities, data, output, limit, force):
     """Measure a classical codec through Pillow, in the same results schema as `eval`."""
-    from . import baselines
     from .atomic import check_writable
-    from .evaluate import format_summary
+    from .eval import baselines
+    from .eval.evaluate import format_summary
 
     baselines.get(codec).check_available()
     check_writable(Path(output), force)
@@ -356,8 +357,8 @@ def baseline(codec, qualities, data, output, limit, force):
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing PNG.")
 def plot(files, anchors, metric, output, title, xmax, force):
     """Draw rate–distortion curves of results files (and published anchors) to a PNG."""
-    from .plot import plot as draw
-    from .results import load_all
+    from .eval.plot import plot as draw
+    from .eval.results import load_all
 
     draw(load_all([*files, *anchors]), Path(output), metric=metric, title=title, xmax=xmax, force=force)
     click.echo(f"wrote {output}")
@@ -372,9 +373,9 @@ def plot(files, anchors, metric, output, title, xmax, force):
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 def compare(files, anchor, anchors, metric, output, force):
     """Bjøntegaard BD-rate and BD-PSNR of every curve against one, as a Markdown table."""
-    from . import bdrate
     from .atomic import check_writable, write_bytes_atomic
-    from .results import dataset_note, find_curve, load_all
+    from .eval import bdrate
+    from .eval.results import dataset_note, find_curve, load_all
 
     if output:
         check_writable(Path(output), force)
@@ -400,7 +401,7 @@ def data_group():
 @click.option("-f", "--force", is_flag=True, help="Replace files that are not the expected images.")
 def data_kodak(dest, url, timeout, force):
     """Download the 24 Kodak images into DEST and verify their sha256."""
-    from . import datasets
+    from .eval import datasets
 
     rep = datasets.download_kodak(Path(dest), base_url=url or datasets.KODAK_URL, force=force, timeout=timeout)
     click.echo(f"{dest}: {len(rep.downloaded)} downloaded, {len(rep.present)} already present, all verified")
@@ -422,7 +423,7 @@ def data_kodak(dest, url, timeout, force):
               help="Also report MODEL encoded with STEPS steps of encoder-side refinement (repeatable).")
 def report(**kw):
     """Evaluate shipped models and baselines, draw the R-D plot, write docs/results.md and the README block."""
-    from . import report as rp
+    from .eval import report as rp
 
     kw["device"] = _check_device(kw["device"])
     for line in rp.run(**kw):
@@ -462,7 +463,7 @@ def report(**kw):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 def ablation(**kw):
     """Normalization ablation: train every norm under one budget, evaluate, BD-rate against gdn (resumable)."""
-    from . import ablation as ab
+    from .studies import ablation as ab
 
     lists = {k: _comma_list(kw.pop(k)) for k in ("norms", "qualities", "batch_sizes", "batch_norms", "batch_qualities", "only")}
     ship = kw.pop("ship")
@@ -520,7 +521,7 @@ def bench(qualities, sections, scaling_mp, json_out, compile_, **kw):
     """Speed and memory against compressai's own pipeline, CLI times, scaling, training throughput."""
     import json
 
-    from . import bench as b
+    from .studies import bench as b
 
     opts = b.BenchOptions(qualities=list(qualities) or None, compile=not compile_, **kw)
     if sections:
@@ -561,8 +562,8 @@ def bench(qualities, sections, scaling_mp, json_out, compile_, **kw):
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 def compare_images(photos, size, bpp, output, png, zoom, codecs, model, refine, device, force):
     """Look at imgcodec, JPEG, WebP and AVIF at equal file size: an HTML page with a slider and zoom."""
-    from . import visual
-    from .ratecontrol import parse_size
+    from .codec.ratecontrol import parse_size
+    from .eval import visual
 
     if (size is None) == (bpp is None):
         raise click.UsageError("give one of --size and --bpp")

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgcodec import store, tensors
-from imgcodec.ablation import load_points
 from imgcodec.atomic import write_bytes_atomic
-from imgcodec.evaluate import load_images, psnr
+from imgcodec.codec import tensors
+from imgcodec.eval.evaluate import load_images, psnr
+from imgcodec.models import store
+from imgcodec.studies.ablation import load_points
 
 TILES = (64, 128, 256)
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgcodec import evaluate, store, tiling
+from imgcodec.codec import tiling
+from imgcodec.eval import evaluate
+from imgcodec.models import store
 
 
 @torch.no_grad()

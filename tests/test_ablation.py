@@ -13,13 +13,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from imgcodec import ablation, store, tensors
-from imgcodec.ablation import Run, StudyError, StudyOptions, plan, variant_config
 from imgcodec.cli import cli
-from imgcodec.config import ModelConfig
+from imgcodec.codec import tensors
 from imgcodec.errors import ModelError
-from imgcodec.norms import NORMS
-from imgcodec.results import Results
+from imgcodec.eval.results import Results
+from imgcodec.models import store
+from imgcodec.models.config import ModelConfig
+from imgcodec.models.norms import NORMS
+from imgcodec.studies import ablation
+from imgcodec.studies.ablation import Run, StudyError, StudyOptions, plan, variant_config
 
 from conftest import natural_image, run_cli
 
@@ -44,7 +46,7 @@ def test_narrow_study_keeps_groupnorm_valid():
     assert (cfg.N, cfg.M, cfg.norm_options["groups"]) == (8, 8, 8)
     assert "8 groups at N=8" in cfg.description
     assert variant_config("gn", N=64).norm_options["groups"] == 32
-    from imgcodec.autoencoders import build_model
+    from imgcodec.models.registry import build_model
 
     build_model(cfg)  # builds: the groups divide the width
 
@@ -195,7 +197,7 @@ def test_tiny_study_runs_resumes_and_refuses_to_mix(tiny, tmp_path):
 
 
 def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tmp_path):
-    from imgcodec import codec
+    from imgcodec.codec import api as codec
 
     with pytest.raises(StudyError, match="no study summary"):
         ablation.ship(tiny.out)

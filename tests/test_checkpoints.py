@@ -12,9 +12,12 @@ import zlib
 
 import pytest
 
-from imgcodec import BitstreamError, ModelError, bitstream, store
+from imgcodec import BitstreamError, ModelError
+from imgcodec.format import bitstream
+from imgcodec.models import store
 
-from conftest import ROOT, run_main as run
+from conftest import ROOT
+from conftest import run_main as run
 
 GOOD = store.load_config("factorized-gdn")
 

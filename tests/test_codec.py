@@ -1,6 +1,5 @@
 """End-to-end coding through the Python API with the shipped weights."""
 
-import io
 import math
 
 import numpy as np
@@ -9,8 +8,11 @@ import torch
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, codec, store, tensors
+from imgcodec.codec import api as codec
+from imgcodec.codec import tensors
 from imgcodec.errors import BitstreamError, InputError, ModelError
+from imgcodec.format import bitstream
+from imgcodec.models import store
 
 from conftest import natural_image
 
@@ -118,7 +120,8 @@ def test_file_made_with_other_weights_is_refused():
     data = bytearray(imgcodec.encode(Image.fromarray(natural_image(16, 16)))[:-4])
     L = data[5]
     data[6 + L] ^= 0xFF  # another checkpoint's hash prefix
-    import struct, zlib
+    import struct
+    import zlib
 
     data += struct.pack(">I", zlib.crc32(bytes(data)))
     with pytest.raises(ModelError, match="other weights"):

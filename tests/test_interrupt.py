@@ -132,7 +132,7 @@ def test_kill_at_the_rename_of_encode(work, tmp_path, when):
     assert len(temps) == 1 and TEMP.match(temps[0])["name"] == "out.bin"
     assert (tmp_path / temps[0]).read_bytes() == ref
     # ... and a rerun beside the stale temporary works (the same code path, in this process).
-    from imgcodec import codec
+    from imgcodec.codec import api as codec
 
     out.unlink()
     codec.encode_file(src / "img0.png", out)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from imgcodec import rans, rans_jit, store
 from imgcodec.errors import BitstreamError
+from imgcodec.format import rans, rans_jit
+from imgcodec.models import store
 
 pytest.importorskip("numba")
 

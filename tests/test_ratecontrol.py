@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, codec
+from imgcodec.codec import api as codec
+from imgcodec.codec.imageio import canonicalize
+from imgcodec.codec.ratecontrol import parse_size, search
 from imgcodec.errors import CodecError
-from imgcodec.imageio import canonicalize
-from imgcodec.ratecontrol import parse_size, search
+from imgcodec.format import bitstream
 
 from conftest import natural_image, run_main
 from hyperprior_home import hp_home, one_thread  # noqa: F401 - fixtures
@@ -83,7 +84,7 @@ def test_target_bpp_and_the_ends_of_the_scale(hp_home, photo):
 
 
 def test_analysis_runs_once_per_search(hp_home, photo, monkeypatch):
-    from imgcodec import tiling
+    from imgcodec.codec import tiling
 
     calls = []
     real, limit = tiling.analysis, _size_at(photo, 2)

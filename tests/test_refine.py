@@ -12,9 +12,13 @@ import torch
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, codec, refine, report, store, tensors, tiling
+from imgcodec.codec import api as codec
+from imgcodec.codec import refine, tensors, tiling
 from imgcodec.errors import CodecError
-from imgcodec.evaluate import evaluate_model
+from imgcodec.eval import report
+from imgcodec.eval.evaluate import evaluate_model
+from imgcodec.format import bitstream
+from imgcodec.models import store
 
 from conftest import SAMPLE, run_main
 

@@ -15,7 +15,9 @@ from PIL import Image
 from torch import nn
 
 import imgcodec
-from imgcodec import codec, imageio, store, tensors, tiling
+from imgcodec.codec import api as codec
+from imgcodec.codec import imageio, tensors, tiling
+from imgcodec.models import store
 
 from conftest import natural_image
 
