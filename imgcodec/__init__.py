@@ -25,7 +25,7 @@ __all__ = [
 
 
 def encode(image, quality=None, model=None, device="cpu", target_size=None, target_bpp=None, refine=0,
-           metadata="all", to_srgb=False) -> bytes:
+           metadata="all", to_srgb=False, store=None) -> bytes:
     """Compress an image to the bytes of an imgcodec file.
 
     ``image``: a path, a ``PIL.Image``, a numpy array, the bytes of an image file or a binary file
@@ -34,6 +34,8 @@ def encode(image, quality=None, model=None, device="cpu", target_size=None, targ
     ``refine``: steps of encoder-side refinement (a smaller file for its quality, a slower encode).
     ``metadata``: what the file keeps, ``"all"`` (ICC profile, EXIF, XMP), ``"icc"`` or ``"none"``;
     ``to_srgb``: convert a colour-managed image's pixels to sRGB and keep no profile.
+    ``store``: a ``models.store.Store`` to take the model from (default: this installation's, or
+    ``$IMGCODEC_HOME``).
     """
     from .codec.imageio import read_image
 
@@ -41,12 +43,13 @@ def encode(image, quality=None, model=None, device="cpu", target_size=None, targ
     from .codec.api import encode as _encode
 
     return _encode(img, quality=quality, model=model, device=device, target_size=target_size, target_bpp=target_bpp,
-                   refine=refine)
+                   refine=refine, store=store)
 
 
 def decode(data, device="cpu", **kwargs):
     """Decode an imgcodec file — its bytes, a path or a binary file object — to a ``PIL.Image``
-    (original size and mode; its ICC profile, EXIF and XMP in ``img.info`` when the file has them)."""
+    (original size and mode; its ICC profile, EXIF and XMP in ``img.info`` when the file has them).
+    ``store=``: as for ``encode``."""
     from .codec.api import decode as _decode
 
     return _decode(data, device=device, **kwargs)

@@ -20,13 +20,14 @@ from PIL import Image
 
 from ..errors import BitstreamError, CodecError, InputError, ModelError
 from ..format import bitstream
-from ..models import store
+from ..models.store import DEFAULT_MODEL, LoadedModel, Store, default_store
 from . import ratecontrol, tiling
 from .imageio import CanonicalImage, read_image, read_input_bytes, to_pil
 from .refine import refine_latents
 from .tensors import padded_size
 
-DEFAULT_MODEL = store.DEFAULT_MODEL
+__all__ = ["DEFAULT_MODEL", "code_array", "compress_latents", "decode", "decompress_latents", "encode",
+           "encode_canonical", "encode_to_target"]
 
 
 def compress_latents(model, rgb: np.ndarray, device: str = "cpu", quality=None, y=None, refine: int = 0) -> list[bytes]:
@@ -65,7 +66,7 @@ def code_array(model, rgb: np.ndarray, device: str = "cpu", quality=None) -> tup
     return sum(map(len, parts)), decompress_latents(model, parts, rgb.shape[0], rgb.shape[1], device, quality)
 
 
-def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str = "cpu", y=None,
+def encode_canonical(img: CanonicalImage, loaded: LoadedModel, device: str = "cpu", y=None,
                      refine: int = 0) -> bytes:
     """The file of ``img`` coded with ``loaded`` at its quality (``store.load_shipped`` resolved and
     normalized it); ``y``, ``refine``: see ``compress_latents``."""
@@ -92,7 +93,8 @@ def encode_canonical(img: CanonicalImage, loaded: store.LoadedModel, device: str
 
 
 def encode(image, quality=None, model: str | None = None, device: str = "cpu", target_size: int | None = None,
-           target_bpp: float | None = None, refine: int = 0, metadata: str = "all", to_srgb: bool = False) -> bytes:
+           target_bpp: float | None = None, refine: int = 0, metadata: str = "all", to_srgb: bool = False,
+           store: Store | None = None) -> bytes:
     """Compress an image to the bytes of an imgcodec file.
 
     ``image``: a path, a ``PIL.Image``, a numpy array, the bytes of an image file or a binary file
@@ -100,29 +102,31 @@ def encode(image, quality=None, model: str | None = None, device: str = "cpu", t
     highest quality whose file fits (``ratecontrol``). ``refine``: steps of encoder-side refinement
     (``refine.py``): a smaller file for the same quality, for a slower encode; the decoder is the
     same. ``metadata``: ``"all"`` (ICC profile, EXIF, XMP), ``"icc"`` or ``"none"``; ``to_srgb``:
-    convert a tagged image's pixels to sRGB and keep no profile.
+    convert a tagged image's pixels to sRGB and keep no profile. ``store``: where the model's config
+    and weights are (default: ``default_store()``).
     """
     img = read_image(image, metadata, to_srgb)  # input errors first, before any weights load
     if target_size is not None or target_bpp is not None:
         if quality is not None:
             raise ModelError("give a quality or a target size, not both")
         return encode_to_target(img, model, size=target_size, bpp=target_bpp, device=device,
-                                refine=refine).data
-    return encode_canonical(img, store.load_shipped(model, quality), device, refine=refine)
+                                refine=refine, store=store).data
+    return encode_canonical(img, (store or default_store()).load_shipped(model, quality), device, refine=refine)
 
 
 def encode_to_target(img: CanonicalImage, model: str | None = None, size: int | None = None,
                      bpp: float | None = None, device: str = "cpu", tolerance: float = ratecontrol.TOLERANCE,
-                     refine: int = 0) -> ratecontrol.Fit:
+                     refine: int = 0, store: Store | None = None) -> ratecontrol.Fit:
     """Encode ``img`` at the highest quality of ``model`` whose file has at most ``size`` bytes, or
     at most ``bpp`` bits per pixel of the image (``ratecontrol``).
 
     ``refine``: steps of encoder-side refinement for every file the search encodes (so the size
     it checks is the size it writes)."""
     limit = ratecontrol.target_limit(*img.size, size=size, bpp=bpp)
+    store = store or default_store()
     grid = store.quality_grid(model)
     if not grid:
-        raise CodecError(f"model {model or store.DEFAULT_MODEL!r} has no shipped weights (see `imgcodec models`)")
+        raise CodecError(f"model {model or DEFAULT_MODEL!r} has no shipped weights (see `imgcodec models`)")
     analyses: dict[str, torch.Tensor] = {}  # g_a of each set of weights, shared by its qualities
 
     def encode_at(q) -> bytes:
@@ -135,7 +139,7 @@ def encode_to_target(img: CanonicalImage, model: str | None = None, size: int | 
     return ratecontrol.search(grid, encode_at, limit, tolerance)
 
 
-def _model_for(header: bitstream.Header, loaded: store.LoadedModel | None = None) -> store.LoadedModel:
+def _model_for(header: bitstream.Header, loaded: LoadedModel | None, store: Store) -> LoadedModel:
     """The weights a file needs: the shipped ones it names, or ``loaded`` if it is those weights."""
     if loaded is None:
         try:
@@ -171,18 +175,20 @@ def decode(
     data,
     device: str = "cpu",
     max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS,
-    loaded: store.LoadedModel | None = None,
+    loaded: LoadedModel | None = None,
+    store: Store | None = None,
 ) -> Image.Image:
     """Decode an imgcodec file (bytes, a path or a binary file object) to a ``PIL.Image`` of the
     original size and mode, with its ICC profile, EXIF and XMP in ``img.info`` (``icc_profile``,
     ``exif``, ``xmp``) where the file has them.
 
     ``loaded``: decode with these weights (e.g. a fresh training result not in the manifest);
-    the file must name exactly them.
+    the file must name exactly them.  ``store``: where the shipped weights are (default:
+    ``default_store()``).
     """
     stream = bitstream.unpack(file_bytes(data), max_pixels=max_pixels)
     h = stream.header
-    loaded = _model_for(h, loaded)
+    loaded = _model_for(h, loaded, store or default_store())
     k = loaded.model.latent_parts
     if h.latent_parts != k:
         raise BitstreamError(f"corrupt header: {h.latent_parts} latent parts, but model {h.model!r} writes {k}")

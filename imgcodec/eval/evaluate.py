@@ -238,12 +238,16 @@ def evaluate_model(
     name: str | None = None,
     progress: bool | None = None,
     refine: int = 0,
+    store=None,
 ) -> Results:
     """Evaluate shipped weights of ``model`` (all shipped qualities by default), or one checkpoint
     file, on the images of ``data``: real ``.bin`` bytes, decoded by the real decoder.
 
-    ``refine``: steps of encoder-side refinement for every file (``refine.py``)."""
-    from ..models import store
+    ``refine``: steps of encoder-side refinement for every file (``refine.py``). ``store``: the
+    ``models.store.Store`` of ``model`` (default: ``default_store()``)."""
+    from ..models.store import default_store, load_checkpoint_file
+
+    store = store or default_store()
 
     if (model is None) == (checkpoint is None):
         raise ModelError("give a model name or a checkpoint file (one of them)")
@@ -266,7 +270,7 @@ def evaluate_model(
     from ..format import bitstream
 
     if checkpoint is not None:
-        loaded = store.load_checkpoint_file(Path(checkpoint))
+        loaded = load_checkpoint_file(Path(checkpoint))
         if loaded.config.continuous:  # one checkpoint, every quality: the levels of its λ ladder by default
             models = {m.quality: m for m in (loaded.at(q) for q in (qualities or loaded.config.qualities))}
         else:
@@ -282,7 +286,7 @@ def evaluate_model(
     def decode(data: bytes) -> np.ndarray:
         # The real decoder; a checkpoint outside the manifest is handed to it explicitly.
         own = models.get(bitstream.unpack(data, max_pixels=None).header.quality) if checkpoint is not None else None
-        return np.asarray(codec.decode(data, device=device, loaded=own).convert("RGB"))
+        return np.asarray(codec.decode(data, device=device, loaded=own, store=store).convert("RGB"))
 
     def encode(rgb: np.ndarray, q) -> bytes:
         return codec.encode_canonical(CanonicalImage(rgb, None, False), models[q], device, refine=refine)

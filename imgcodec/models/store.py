@@ -14,10 +14,12 @@ import json
 import math
 import os
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 
 from ..atomic import write_bytes_atomic
 from ..errors import ModelError
+from ..format.bitstream import valid_model_id
 from .config import ModelConfig
 
 CHECKPOINT_FORMAT = "imgcodec-checkpoint-1"
@@ -29,33 +31,165 @@ MAX_LEVELS = 255
 
 
 def repo_root() -> Path:
-    """Where ``models/`` and ``checkpoints/`` live: ``$IMGCODEC_HOME`` or the source checkout."""
+    """The source checkout (its ``data/``, ``results/``, ``docs/``), or ``$IMGCODEC_HOME``."""
     env = os.environ.get("IMGCODEC_HOME")
     return Path(env) if env else Path(__file__).resolve().parents[2]
 
 
-def models_dir() -> Path:
-    return repo_root() / "models"
+# The manifest quality of a continuous-rate model's one checkpoint, which serves every quality.
+EVERY_QUALITY = 0
 
 
-def checkpoints_dir() -> Path:
-    return repo_root() / "checkpoints"
+@dataclass(frozen=True)
+class Store:
+    """A model store: the configs in ``models`` (``<name>.toml``) and the weights in ``checkpoints``
+    (safetensors files and ``manifest.json``).  ``Store.at(root)``: ``root/models`` and
+    ``root/checkpoints``; ``default_store()``: the store of this installation."""
+
+    models: Path
+    checkpoints: Path
+
+    @classmethod
+    def at(cls, root: Path) -> "Store":
+        root = Path(root)
+        return cls(root / "models", root / "checkpoints")
+
+    def configs(self) -> dict[str, ModelConfig]:
+        return {p.stem: ModelConfig.from_toml(p) for p in sorted(self.models.glob("*.toml"))}
+
+    def load_config(self, name: str) -> ModelConfig:
+        """The config of a registered model.  ``name`` is a registry name (``models/<name>.toml``),
+        never a path: anything with a separator, a leading dot or other characters is unknown."""
+        path = self.models / f"{name}.toml"
+        if not valid_model_id(name) or not path.is_file():
+            known = ", ".join(sorted(self.configs())) or "none"
+            raise ModelError(f"unknown model {name!r} (known: {known})")
+        return ModelConfig.from_toml(path)
+
+    def read_manifest(self) -> list[dict]:
+        path = self.checkpoints / MANIFEST_NAME
+        if not path.exists():
+            return []
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return list(data["checkpoints"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"cannot read checkpoint manifest {path}: {exc}") from None
+
+    def write_manifest(self, entries: list[dict]) -> None:
+        entries = sorted(entries, key=lambda e: (e["model"], e["quality"]))
+        text = json.dumps({"format": 1, "checkpoints": entries}, indent=2) + "\n"
+        write_bytes_atomic(self.checkpoints / MANIFEST_NAME, text.encode(), force=True)
+
+    def manifest_entry(self, model: str, quality: int) -> dict | None:
+        for entry in self.read_manifest():
+            if entry["model"] == model and entry["quality"] == quality:
+                return entry
+        return None
+
+    def shipped_qualities(self, model: str) -> list[int]:
+        """The qualities with weights; for a continuous-rate model, the levels of its λ ladder."""
+        have = sorted(e["quality"] for e in self.read_manifest() if e["model"] == model)
+        if EVERY_QUALITY in have:
+            return list(self.load_config(model).qualities)
+        return have
+
+    def quality_grid(self, model: str | None = None) -> list:
+        """Every quality that ``load_shipped`` serves for ``model``, ascending: a continuous-rate
+        model's every hundredth from 1 to its last level, otherwise its shipped qualities."""
+        model = model or DEFAULT_MODEL
+        config = self.load_config(model)
+        if config.continuous:
+            return [config.normalize_quality(c / 100)
+                    for c in range(100 * config.qualities.start, 100 * config.qualities.stop - 99)]
+        return self.shipped_qualities(model)
+
+    def load_shipped(self, model: str | None = None, quality=None) -> "LoadedModel":
+        """The shipped weights of (model, quality), verified against the manifest, with the quality
+        normalized (``ModelConfig.normalize_quality``): the one place that resolves a model name and
+        a quality.  ``None``: the default model, the config's default quality.
+
+        A continuous-rate model has one checkpoint (manifest quality ``EVERY_QUALITY``), loaded once
+        and shared: the ``LoadedModel`` of every quality holds the same module (asked for quality
+        ``EVERY_QUALITY``, as its manifest entry names it, it comes labelled with the default quality).
+        """
+        model = model or DEFAULT_MODEL
+        config = self.load_config(model)
+        if quality is None:
+            quality = config.default_quality
+        if config.continuous:
+            quality = config.normalize_quality(config.default_quality if quality == EVERY_QUALITY else quality)
+            return self._load_entry(model, EVERY_QUALITY).at(quality)
+        return self._load_entry(model, config.normalize_quality(quality))
+
+    def _load_entry(self, model: str, quality: int) -> "LoadedModel":
+        entry = self.manifest_entry(model, quality)
+        if entry is None:
+            have = self.shipped_qualities(model)
+            raise ModelError(
+                f"no trained weights for model {model!r}" + (f" quality {quality}" if quality != EVERY_QUALITY else "")
+                + (f" (shipped qualities: {', '.join(map(str, have))})" if have else " (none shipped)")
+            )
+        return _load_verified(str(self.checkpoints / entry["file"]), entry["sha256"])
+
+
+def installed_store() -> Store:
+    """The configs and weights of this installation: those a wheel carries inside the package
+    (``imgcodec/_models``, ``imgcodec/_checkpoints``), else the source checkout's ``models/`` and
+    ``checkpoints/``."""
+    package = Path(str(resources.files("imgcodec")))
+    if (package / "_models").is_dir():
+        return Store(package / "_models", package / "_checkpoints")
+    return Store.at(package.parent)
+
+
+def default_store() -> Store:
+    """``Store.at($IMGCODEC_HOME)`` where that is set (read at each resolution), else ``installed_store()``."""
+    env = os.environ.get("IMGCODEC_HOME")
+    return Store.at(Path(env)) if env else installed_store()
+
+
+# The module's functions: the same on the default store.
 
 
 def available_configs() -> dict[str, ModelConfig]:
-    return {p.stem: ModelConfig.from_toml(p) for p in sorted(models_dir().glob("*.toml"))}
+    return default_store().configs()
 
 
 def load_config(name: str) -> ModelConfig:
-    """The config of a registered model.  ``name`` is a registry name (``models/<name>.toml``),
-    never a path: anything with a separator, a leading dot or other characters is unknown."""
-    from ..format.bitstream import valid_model_id
+    return default_store().load_config(name)
 
-    path = models_dir() / f"{name}.toml"
-    if not valid_model_id(name) or not path.is_file():
-        known = ", ".join(sorted(available_configs())) or "none"
-        raise ModelError(f"unknown model {name!r} (known: {known})")
-    return ModelConfig.from_toml(path)
+
+def models_dir() -> Path:
+    return default_store().models
+
+
+def checkpoints_dir() -> Path:
+    return default_store().checkpoints
+
+
+def read_manifest() -> list[dict]:
+    return default_store().read_manifest()
+
+
+def write_manifest(entries: list[dict]) -> None:
+    default_store().write_manifest(entries)
+
+
+def manifest_entry(model: str, quality: int) -> dict | None:
+    return default_store().manifest_entry(model, quality)
+
+
+def shipped_qualities(model: str) -> list[int]:
+    return default_store().shipped_qualities(model)
+
+
+def quality_grid(model: str | None = None) -> list:
+    return default_store().quality_grid(model)
+
+
+def load_shipped(model: str | None = None, quality=None) -> "LoadedModel":
+    return default_store().load_shipped(model, quality)
 
 
 def sha256_file(path: Path) -> str:
@@ -64,56 +198,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Manifest
-
-
-def read_manifest() -> list[dict]:
-    path = checkpoints_dir() / MANIFEST_NAME
-    if not path.exists():
-        return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return list(data["checkpoints"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"cannot read checkpoint manifest {path}: {exc}") from None
-
-
-def write_manifest(entries: list[dict]) -> None:
-    entries = sorted(entries, key=lambda e: (e["model"], e["quality"]))
-    text = json.dumps({"format": 1, "checkpoints": entries}, indent=2) + "\n"
-    write_bytes_atomic(checkpoints_dir() / MANIFEST_NAME, text.encode(), force=True)
-
-
-def manifest_entry(model: str, quality: int) -> dict | None:
-    for entry in read_manifest():
-        if entry["model"] == model and entry["quality"] == quality:
-            return entry
-    return None
-
-
-# The manifest quality of a continuous-rate model's one checkpoint, which serves every quality.
-EVERY_QUALITY = 0
-
-
-def quality_grid(model: str | None = None) -> list:
-    """Every quality that ``load_shipped`` serves for ``model``, ascending: a continuous-rate model's
-    every hundredth from 1 to its last level, otherwise its shipped qualities."""
-    model = model or DEFAULT_MODEL
-    config = load_config(model)
-    if config.continuous:
-        return [config.normalize_quality(c / 100) for c in range(100 * config.qualities.start, 100 * config.qualities.stop - 99)]
-    return shipped_qualities(model)
-
-
-def shipped_qualities(model: str) -> list[int]:
-    """The qualities with weights; for a continuous-rate model, the levels of its λ ladder."""
-    have = sorted(e["quality"] for e in read_manifest() if e["model"] == model)
-    if EVERY_QUALITY in have:
-        return list(load_config(model).qualities)
-    return have
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,36 +377,10 @@ def load_checkpoint_file(path: Path, expected_sha256: str | None = None) -> Load
     return LoadedModel(model, config, int(meta.get("quality", 0)), digest, meta)
 
 
-def load_shipped(model: str | None = None, quality=None) -> LoadedModel:
-    """The shipped weights of (model, quality), verified against the manifest, with the quality
-    normalized (``ModelConfig.normalize_quality``): the one place that resolves a model name and a
-    quality.  ``None``: the default model, the config's default quality.
-
-    A continuous-rate model has one checkpoint (manifest quality ``EVERY_QUALITY``), loaded once
-    and shared: the ``LoadedModel`` of every quality holds the same module (asked for quality
-    ``EVERY_QUALITY``, as its manifest entry names it, it comes labelled with the default quality).
-    """
-    model = model or DEFAULT_MODEL
-    config = load_config(model)
-    if quality is None:
-        quality = config.default_quality
-    if config.continuous:
-        quality = config.normalize_quality(config.default_quality if quality == EVERY_QUALITY else quality)
-        return _load_entry(model, EVERY_QUALITY).at(quality)
-    quality = config.normalize_quality(quality)
-    return _load_entry(model, quality)
-
-
 @functools.lru_cache(maxsize=16)
-def _load_entry(model: str, quality: int) -> LoadedModel:
-    entry = manifest_entry(model, quality)
-    if entry is None:
-        have = shipped_qualities(model)
-        raise ModelError(
-            f"no trained weights for model {model!r}" + (f" quality {quality}" if quality != EVERY_QUALITY else "")
-            + (f" (shipped qualities: {', '.join(map(str, have))})" if have else " (none shipped)")
-        )
-    return load_checkpoint_file(checkpoints_dir() / entry["file"], expected_sha256=entry["sha256"])
+def _load_verified(path: str, sha256: str) -> LoadedModel:
+    """A checkpoint of a manifest, loaded once per (file, sha256): a re-shipped file loads anew."""
+    return load_checkpoint_file(Path(path), expected_sha256=sha256)
 
 
-load_shipped.cache_clear = _load_entry.cache_clear  # forget every loaded checkpoint
+load_shipped.cache_clear = _load_verified.cache_clear  # forget every loaded checkpoint

@@ -11,8 +11,8 @@ The study is a list of *runs*, one per (norm, quality, batch size):
 Every run uses the same trainer (``imgcodec.train.train``), training images, seed, widths, crop size,
 learning rate and step (or minute) budget; only the norm (and the batch size on the second axis)
 differs.  The configs trained are written to ``WORK/home/models/`` (the shipped
-``models/factorized-<norm>.toml`` with the study's widths), and the trainer reads them from there
-(``IMGCODEC_HOME``), so the record of what was trained sits beside the weights.
+``models/factorized-<norm>.toml`` with the study's widths), and the trainer reads them from that
+store (``TrainOptions.home``), so the record of what was trained sits beside the weights.
 
 Resumable: a run whose result file exists with the same settings is skipped, a trained run whose
 evaluation is missing is only evaluated, an interrupted training continues from its state file.
@@ -28,19 +28,18 @@ Outputs in ``OUT`` (``results/ablation`` by default):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from ..atomic import write_bytes_atomic
 from ..errors import CodecError, InputError
 from ..models.config import ModelConfig
+from ..models.store import Store
 
 REFERENCE = "gdn"
 BATCH_DEPENDENT_DEFAULT = ("bn", "rbn", "mabn")
@@ -154,20 +153,6 @@ def config_toml(config: ModelConfig) -> str:
         if table:
             lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
-
-
-@contextlib.contextmanager
-def model_home(home: Path) -> Iterator[None]:
-    """Point ``IMGCODEC_HOME`` (where ``models/`` is read from) at the study's home for a while."""
-    old = os.environ.get("IMGCODEC_HOME")
-    os.environ["IMGCODEC_HOME"] = str(home)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("IMGCODEC_HOME", None)
-        else:
-            os.environ["IMGCODEC_HOME"] = old
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,20 +315,17 @@ def train_run(run: Run, config: ModelConfig, settings: dict, opts: StudyOptions,
         return final
     _write_json(record, settings)
     write_bytes_atomic(home / "models" / f"{config.name}.toml", config_toml(config).encode("utf-8"), force=True)
-    with model_home(home):
-        from ..models import store
-
-        if store.load_config(config.name) != config:  # the file must read back as the config
-            raise StudyError(f"internal error: {config.name}.toml does not read back as its config")
-        train(TrainOptions(
-            model=config.name, data=Path(opts.data), out=folder, quality=run.quality, steps=opts.steps,
-            minutes=opts.minutes, resume=True, batch_size=run.batch_size, patch=opts.patch, lr=opts.lr,
-            checkpoint_seconds=60.0, seed=opts.seed, workers=opts.workers, threads=opts.threads, device=opts.device,
-            progress=opts.progress,
-            # fp32: the study compares norms at the arithmetic they were published with (GDN's
-            # squares and BN's statistics are where bf16 would differ most)
-            precision="fp32",
-        ))
+    if Store.at(home).load_config(config.name) != config:  # the file must read back as the config
+        raise StudyError(f"internal error: {config.name}.toml does not read back as its config")
+    train(TrainOptions(
+        model=config.name, data=Path(opts.data), out=folder, quality=run.quality, steps=opts.steps,
+        minutes=opts.minutes, resume=True, batch_size=run.batch_size, patch=opts.patch, lr=opts.lr,
+        checkpoint_seconds=60.0, seed=opts.seed, workers=opts.workers, threads=opts.threads, device=opts.device,
+        progress=opts.progress, home=home,
+        # fp32: the study compares norms at the arithmetic they were published with (GDN's
+        # squares and BN's statistics are where bf16 would differ most)
+        precision="fp32",
+    ))
     return final
 
 
@@ -529,14 +511,15 @@ def report(out: Path, runs: Sequence[Run] = (), main_batch: int | None = None, s
     return summary
 
 
-def ship(out: Path, work: Path | None = None, log=print) -> list[str]:
+def ship(out: Path, work: Path | None = None, log=print, into: Store | None = None) -> list[str]:
     """Ship the main-axis runs' weights as the variants' rate points, so that ``imgcodec encode
     --model factorized-rbn`` (and the decoder of its files) uses what the study trained.
 
     The reference is left out: ``factorized-gdn``'s shipped weights are the product's own, trained
     far longer at full width.  Only weights that are exactly the evaluated ones are shipped (their
     sha256 is in the run's result), and each manifest entry names the study (``study``: its widths
-    and budget) and carries the run's Kodak-style figures from that evaluation.
+    and budget) and carries the run's Kodak-style figures from that evaluation.  ``into``: the store
+    to ship into (default: ``default_store()``).
     """
     from ..models import store
     from ..train import ship_checkpoint
@@ -571,7 +554,7 @@ def ship(out: Path, work: Path | None = None, log=print) -> list[str]:
             point.dataset.get("name", "eval"): {"bpp": round(bpp, 4), "psnr": None if psnr is None else round(psnr, 3)},
         }
         meta = {k: meta[k] for k in ("lambda", "metric", "steps", "train_seconds", "device") if k in meta}
-        name = ship_checkpoint(final, variant_name(a["norm"]), a["quality"], meta, extra)
+        name = ship_checkpoint(final, variant_name(a["norm"]), a["quality"], meta, extra, into=into)
         log(f"shipped {key} as checkpoints/{name}")
         shipped.append(name)
     return shipped

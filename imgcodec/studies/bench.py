@@ -60,14 +60,14 @@ class BenchOptions:
     clock: str | None = None  # "cpu" or "wall" (default: cpu with one torch thread, else wall)
 
 
-# The clock of the medians: "cpu" (this process's CPU seconds: robust where other work shares the
-# cores, and the time an idle core would take when torch runs one thread) or "wall".
-CLOCK = "wall"
+# The clock of the medians, which ``run`` picks and hands to every section: "cpu" (this process's
+# CPU seconds: robust where other work shares the cores, and the time an idle core would take when
+# torch runs one thread) or "wall".
 _CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def _median_time(fn: Callable[[], object], reps: int, warmup: int = 1, clock: str | None = None) -> float:
-    now = _CLOCKS[clock or CLOCK]
+def _median_time(fn: Callable[[], object], reps: int, warmup: int = 1, clock: str = "wall") -> float:
+    now = _CLOCKS[clock]
     for _ in range(warmup):
         fn()
     times = []
@@ -170,7 +170,7 @@ def _peer_decode(peer, out, h: int, w: int) -> np.ndarray:
         return x_hat[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
-def peer_section(images, loaded, reps: int, warmup: int, log) -> dict:
+def peer_section(images, loaded, reps: int, warmup: int, log, clock: str = "wall") -> dict:
     from ..codec import api as codec
     from ..codec.imageio import CanonicalImage
     from ..format import bitstream, rans
@@ -202,7 +202,7 @@ def peer_section(images, loaded, reps: int, warmup: int, log) -> dict:
         px_diff = np.abs(ours_px.astype(np.int16) - peer_px.astype(np.int16))
         r = {
             "image": name, "pixels": h * w, "bytes": len(ours_file),
-            **{k: v[CLOCK] for k, v in t.items()}, **{f"{k}_{c}": v[c] for k, v in t.items() for c in v},
+            **{k: v[clock] for k, v in t.items()}, **{f"{k}_{c}": v[c] for k, v in t.items() for c in v},
             "same_payload": ours_payload == peer_payload, "symbols": a.size, "symbols_differing": sym_diff,
             "max_symbol_diff": int(np.abs(a - b).max()) if sym_diff else 0,
             "pixels_differing": int(np.count_nonzero(px_diff)), "max_pixel_diff": int(px_diff.max()),
@@ -210,13 +210,13 @@ def peer_section(images, loaded, reps: int, warmup: int, log) -> dict:
         per.append(r)
         rows.append([name, r["ours_enc"], r["peer_enc"], r["peer_enc"] / r["ours_enc"], r["ours_dec"], r["peer_dec"],
                      r["peer_dec"] / r["ours_dec"], f"{sym_diff}/{a.size}", f"{r['pixels_differing']} (max {r['max_pixel_diff']})"])
-        log(f"  {name}: encode {r['ours_enc']:.3f} s vs {r['peer_enc']:.3f} s, decode {r['ours_dec']:.3f} s vs {r['peer_dec']:.3f} s ({CLOCK})")
+        log(f"  {name}: encode {r['ours_enc']:.3f} s vs {r['peer_enc']:.3f} s, decode {r['ours_dec']:.3f} s vs {r['peer_dec']:.3f} s ({clock})")
     tot = {k: sum(r[k] for r in per) for k in ("ours_enc", "peer_enc", "ours_dec", "peer_dec")}
-    other = "wall" if CLOCK == "cpu" else "cpu"
+    other = "wall" if clock == "cpu" else "cpu"
     tot2 = {k: sum(r[f"{k}_{other}"] for r in per) for k in ("ours_enc", "peer_enc", "ours_dec", "peer_dec")}
     n = len(per)
     summary = {
-        "images": n, "clock": CLOCK,
+        "images": n, "clock": clock,
         f"encode_speedup_{other}": tot2["peer_enc"] / tot2["ours_enc"],
         f"decode_speedup_{other}": tot2["peer_dec"] / tot2["ours_dec"],
         f"encode_s_{other}": tot2["ours_enc"] / n, f"peer_encode_s_{other}": tot2["peer_enc"] / n,
@@ -231,7 +231,7 @@ def peer_section(images, loaded, reps: int, warmup: int, log) -> dict:
         "max_pixel_diff": max(r["max_pixel_diff"] for r in per),
     }
     log(_table(["image", "encode s", "compressai", "×", "decode s", "compressai", "×", "symbols ≠", "pixels ≠ (same payload)"], rows))
-    log(f"mean per image ({CLOCK} seconds): encode {summary['encode_s']:.3f} s vs compressai {summary['peer_encode_s']:.3f} s "
+    log(f"mean per image ({clock} seconds): encode {summary['encode_s']:.3f} s vs compressai {summary['peer_encode_s']:.3f} s "
         f"(×{summary['encode_speedup']:.2f}); decode {summary['decode_s']:.3f} s vs {summary['peer_decode_s']:.3f} s "
         f"(×{summary['decode_speedup']:.2f}); identical payloads {summary['identical_payloads']}/{n}, "
         f"symbols differing {summary['symbols_differing']}/{summary['symbols']}, "
@@ -244,7 +244,7 @@ def peer_section(images, loaded, reps: int, warmup: int, log) -> dict:
 # Section: where the time goes
 
 
-def split_section(images, paths, loaded, reps: int, log) -> dict:
+def split_section(images, paths, loaded, reps: int, log, clock: str = "wall") -> dict:
     import io
 
     import torch
@@ -259,7 +259,7 @@ def split_section(images, paths, loaded, reps: int, log) -> dict:
     stages: dict[str, list[float]] = {}
 
     def add(stage, fn):
-        stages.setdefault(stage, []).append(_median_time(fn, reps))
+        stages.setdefault(stage, []).append(_median_time(fn, reps, clock=clock))
 
     for (name, rgb), path in zip(images, paths):
         h, w = rgb.shape[:2]
@@ -284,7 +284,7 @@ def split_section(images, paths, loaded, reps: int, log) -> dict:
             add("image write, PNG compress_level=1 (not shipped)", lambda: img.save(io.BytesIO(), format="PNG", compress_level=1))
     entry = store.manifest_entry(loaded.config.name, loaded.quality)
     path = store.checkpoints_dir() / entry["file"] if entry else None
-    load_s = _median_time(lambda: store.load_checkpoint_file(path, entry["sha256"]), reps) if path else float("nan")
+    load_s = _median_time(lambda: store.load_checkpoint_file(path, entry["sha256"]), reps, clock=clock) if path else float("nan")
     res = {k: statistics.mean(v) for k, v in stages.items()}
     res["model load (sha256 + safetensors + build), once per process"] = load_s
     enc = sum(v for k, v in res.items() if k in ("analysis transform g_a", "entropy encode", "container + CRC (pack)"))
@@ -342,7 +342,7 @@ def conv_flops(model, shape: tuple[int, int], net: str) -> tuple[float, list]:
     return total, layers
 
 
-def flops_section(loaded, shape, reps: int, log) -> dict:
+def flops_section(loaded, shape, reps: int, log, clock: str = "wall") -> dict:
     import torch
 
     from ..codec import fastpath
@@ -356,17 +356,17 @@ def flops_section(loaded, shape, reps: int, log) -> dict:
         for net, inp in (("g_a", x), ("g_s", y_hat)):
             f, _ = conv_flops(model, shape, net)
             seq = getattr(model, net)
-            t_cl = _median_time(lambda: fastpath.run(seq, inp), reps)
-            t_nchw = _median_time(lambda: seq(inp.contiguous()), reps)
+            t_cl = _median_time(lambda: fastpath.run(seq, inp), reps, clock=clock)
+            t_nchw = _median_time(lambda: seq(inp.contiguous()), reps, clock=clock)
             res[net] = {"gflop": f / 1e9, "s_channels_last": t_cl, "s_nchw": t_nchw,
                         "gflops_channels_last": f / t_cl / 1e9, "gflops_nchw": f / t_nchw / 1e9}  # channels-last: the shipped path
         conv = torch.nn.Conv2d(128, 128, 3, padding=1).eval()
         big = fast_layout(torch.rand(1, 128, 128, 128))
         f_conv = 2.0 * 128 * 128 * 9 * 128 * 128
-        t = _median_time(lambda: conv(big), reps)
+        t = _median_time(lambda: conv(big), reps, clock=clock)
         res["plain conv 128→128 3×3 on 128×128, channels-last"] = {"gflops": f_conv / t / 1e9}
         a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
-        t = _median_time(lambda: a @ b, reps)
+        t = _median_time(lambda: a @ b, reps, clock=clock)
         res["matrix product 2048×2048"] = {"gflops": 2.0 * 2048**3 / t / 1e9}
     peak = max(res["plain conv 128→128 3×3 on 128×128, channels-last"]["gflops"], res["matrix product 2048×2048"]["gflops"])
     rows = []
@@ -397,7 +397,7 @@ def _gdn_inplace(gdn, x):
 
 
 def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: float = float("nan"),
-                       compile: bool = True) -> dict:
+                       compile: bool = True, clock: str = "wall") -> dict:
     import torch
 
     from ..codec import fastpath, tensors
@@ -464,7 +464,7 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
         "shipped + weights channels-last (not shipped)": weights_cl,
         "channels-last, oneDNN disabled": no_onednn,
     }
-    t = {k: v[CLOCK] for k, v in _alternate(variants, reps).items()}
+    t = {k: v[clock] for k, v in _alternate(variants, reps).items()}
     base = t["baseline: NCHW, no_grad"]
     for k, v in t.items():
         res[k] = {"s": v, "speedup": base / v}
@@ -487,14 +487,14 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
     shape = tuple(y.shape[-2:])
     tables = rans.cdf_tables(eb)
     plane = shape[0] * shape[1]
-    t_native = _median_time(lambda: eb.decompress([payload], shape), reps)
+    t_native = _median_time(lambda: eb.decompress([payload], shape), reps, clock=clock)
     env = os.environ.get("IMGCODEC_RANS")
     try:
         os.environ["IMGCODEC_RANS"] = "python"
-        t_py = _median_time(lambda: rans.decode_symbols(payload, tables, plane), reps)
+        t_py = _median_time(lambda: rans.decode_symbols(payload, tables, plane), reps, clock=clock)
         os.environ["IMGCODEC_RANS"] = "jit"
         rans_jit.load()
-        t_jit = _median_time(lambda: rans.decode_symbols(payload, tables, plane), reps)
+        t_jit = _median_time(lambda: rans.decode_symbols(payload, tables, plane), reps, clock=clock)
     finally:
         if env is None:
             os.environ.pop("IMGCODEC_RANS", None)
@@ -507,7 +507,7 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
     with torch.inference_mode():
         tiles = fastpath.fast_layout(torch.round(torch.randn(4, model.config.M, 36, 36) * 2))
         g_s = model.g_s
-        t = {k: v[CLOCK] for k, v in _alternate({
+        t = {k: v[clock] for k, v in _alternate({
             "one by one": lambda: [fastpath.run(g_s, tiles[i : i + 1]) for i in range(4)],
             "one batch": lambda: fastpath.run(g_s, tiles),
         }, reps).items()}
@@ -522,8 +522,8 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
             t0 = time.perf_counter()
             compiled(ycl)
             t_compile = time.perf_counter() - t0
-            t_c = _median_time(lambda: compiled(ycl), reps)
-            t_e = _median_time(lambda: model.g_s(ycl), reps)
+            t_c = _median_time(lambda: compiled(ycl), reps, clock=clock)
+            t_e = _median_time(lambda: model.g_s(ycl), reps, clock=clock)
         res["torch.compile g_s"] = {"first_call_s": t_compile, "s": t_c, "eager_s": t_e, "speedup": t_e / t_c}
     except Exception as exc:  # noqa: BLE001 - no compiler toolchain: say so
         res["torch.compile g_s"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
@@ -531,7 +531,7 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
     for k, v in res.items():
         rows.append([k, v.get("s", float("nan")) * 1e3 if "s" in v else "", f"×{v['speedup']:.2f}" if "speedup" in v else "",
                      ", ".join(f"{a} {b:.3g}" if isinstance(b, float) else f"{a} {b}" for a, b in v.items() if a not in ("s", "speedup"))])
-    log(f"on {w}×{h}, {CLOCK} seconds (transforms: g_a + g_s; speed-ups against the first row; threads: against 1 thread):")
+    log(f"on {w}×{h}, {clock} seconds (transforms: g_a + g_s; speed-ups against the first row; threads: against 1 thread):")
     log(_table(["technique", "ms", "speed-up", "notes"], rows))
     return res
 
@@ -692,11 +692,11 @@ def _scaling_child(mp: float, source: str, model: str | None, quality: int | Non
             "threads": torch.get_num_threads(), "bytes": len(data)}
 
 
-def scaling_section(sizes, source: Path, model, quality, threads, log) -> dict:
+def scaling_section(sizes, source: Path, model, quality, threads, log, clock: str = "wall") -> dict:
     """Each size in a fresh process (its own peak RSS); times in the clock of the run (CPU seconds
     of that process with one thread)."""
     rows, out = [], []
-    sfx = "_cpu_s" if CLOCK == "cpu" else "_s"
+    sfx = "_cpu_s" if clock == "cpu" else "_s"
     for mp in sizes:
         args = [sys.executable, "-m", "imgcodec.studies.bench", "--scaling-child", str(mp), str(source), model or "", str(quality or "")]
         env = dict(os.environ)
@@ -710,7 +710,7 @@ def scaling_section(sizes, source: Path, model, quality, threads, log) -> dict:
         rows.append([f"{r['mp']:.2f}", f"{r['width']}×{r['height']}", enc, dec,
                      enc / r["mp"], dec / r["mp"], r["rss_before_bytes"] / mib,
                      r["rss_peak_bytes"] / mib, (r["rss_peak_bytes"] - r["rss_before_bytes"]) / mib])
-        log(f"  {r['mp']:.2f} MP: encode {enc:.2f} s, decode {dec:.2f} s ({CLOCK}), peak RSS {r['rss_peak_bytes'] / mib:.0f} MiB")
+        log(f"  {r['mp']:.2f} MP: encode {enc:.2f} s, decode {dec:.2f} s ({clock}), peak RSS {r['rss_peak_bytes'] / mib:.0f} MiB")
     log(_table(["MP", "size", "encode s", "decode s", "encode s/MP", "decode s/MP", "RSS before MiB", "peak RSS MiB", "peak − before MiB"], rows))
     if len(out) >= 2:
         mp = np.array([r["mp"] for r in out])
@@ -735,7 +735,7 @@ def _cpu_now() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def train_section(data: Path, model: str | None, steps: int, threads: int | None, log) -> dict:
+def train_section(data: Path, model: str | None, steps: int, threads: int | None, log, clock: str = "wall") -> dict:
     """Training steps and crops per second of ``imgcodec.train`` at the recipe's patch and batch,
     in fp32 and in bf16 (autocast, channels-last; emulated where the CPU lacks AMX and
     AVX512-BF16), and bf16's speed-up.  For each precision two runs of ``warm`` and
@@ -749,7 +749,7 @@ def train_section(data: Path, model: str | None, steps: int, threads: int | None
     config = store.load_config(name)
     recipe = config.training
     warm = 2
-    res = {"model": name, "batch_size": recipe.batch_size, "patch": recipe.patch, "steps": steps, "clock": CLOCK,
+    res = {"model": name, "batch_size": recipe.batch_size, "patch": recipe.patch, "steps": steps, "clock": clock,
            "cpu_bf16": cpu_has_bf16()}
     for precision in ("fp32", "bf16"):
         spent = {}
@@ -761,13 +761,13 @@ def train_section(data: Path, model: str | None, steps: int, threads: int | None
                                    precision=precision))
                 spent[n] = {"wall": time.perf_counter() - t0, "cpu": _cpu_now() - c0}
         d = {k: spent[warm + steps][k] - spent[warm][k] for k in ("wall", "cpu")}
-        r = {"s_per_step": d[CLOCK] / steps, "steps_per_s": steps / d[CLOCK],
-             "images_per_s": recipe.batch_size * steps / d[CLOCK],
+        r = {"s_per_step": d[clock] / steps, "steps_per_s": steps / d[clock],
+             "images_per_s": recipe.batch_size * steps / d[clock],
              "images_per_s_wall": recipe.batch_size * steps / d["wall"],
              "images_per_s_cpu": recipe.batch_size * steps / d["cpu"]}
         res[precision] = r
         log(f"training {name} {precision}: batch {recipe.batch_size} × {recipe.patch}², {r['s_per_step']:.3f} s/step "
-            f"({CLOCK}), {r['steps_per_s']:.2f} steps/s, {r['images_per_s']:.1f} crops/s "
+            f"({clock}), {r['steps_per_s']:.2f} steps/s, {r['images_per_s']:.1f} crops/s "
             f"({r['images_per_s_wall']:.1f} by the wall clock, {r['images_per_s_cpu']:.1f} per CPU second)")
     res["images_per_s"] = res["fp32"]["images_per_s"]
     res["bf16_speedup"] = res["bf16"]["images_per_s"] / res["fp32"]["images_per_s"]
@@ -798,10 +798,9 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
     import torch
 
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
-    global CLOCK
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    CLOCK = opts.clock or ("cpu" if torch.get_num_threads() == 1 else "wall")
+    clock = opts.clock or ("cpu" if torch.get_num_threads() == 1 else "wall")
     from ..codec.imageio import find_images
     from ..format import rans_jit
     from ..models import store
@@ -811,9 +810,9 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
     paths = find_images(folder)[: len(images)]
     model, qualities = bench_qualities(opts)
     res = {"machine": machine(), "data": str(folder), "images": len(images), "model": model, "qualities": qualities,
-           "reps": opts.reps, "warmup": opts.warmup, "clock": CLOCK}
+           "reps": opts.reps, "warmup": opts.warmup, "clock": clock}
     log(f"imgcodec bench: {len(images)} image(s) from {folder}, model {model}, qualities {qualities}, "
-        f"{torch.get_num_threads()} thread(s), {CLOCK} clock, load average {res['machine']['loadavg_at_start']}")
+        f"{torch.get_num_threads()} thread(s), {clock} clock, load average {res['machine']['loadavg_at_start']}")
     t_jit = time.perf_counter()
     rans_jit.load()  # its one-time cost is reported by `techniques` and `cli`, not in every median
     res["rans_jit_load_s"] = time.perf_counter() - t_jit
@@ -822,28 +821,28 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
         res["peer"] = {}
         for q in qualities:
             log(f"\n## against compressai's FactorizedPrior, {model} q{q}")
-            res["peer"][q] = peer_section(images, store.load_shipped(model, q), opts.reps, opts.warmup, log)
+            res["peer"][q] = peer_section(images, store.load_shipped(model, q), opts.reps, opts.warmup, log, clock)
     if "split" in opts.sections:
         log(f"\n## where the time goes ({model} q{qualities[0]})")
-        res["split"] = split_section(images, paths, first, opts.reps, log)
+        res["split"] = split_section(images, paths, first, opts.reps, log, clock)
     big = max(images, key=lambda im: im[1].shape[0] * im[1].shape[1])[1]
     if "flops" in opts.sections:
         log("\n## achieved GFLOP/s")
         shape = (-(-big.shape[0] // 16) * 16, -(-big.shape[1] // 16) * 16)
-        res["flops"] = flops_section(first, shape, opts.reps, log)
+        res["flops"] = flops_section(first, shape, opts.reps, log, clock)
     if "techniques" in opts.sections:
         log("\n## techniques, one by one")
-        res["techniques"] = techniques_section(first, big, opts.reps, log, res["rans_jit_load_s"], opts.compile)
+        res["techniques"] = techniques_section(first, big, opts.reps, log, res["rans_jit_load_s"], opts.compile, clock)
     if "cli" in opts.sections:
         log("\n## command line")
         res["cli"] = cli_section(paths, opts.cli_images, opts.reps, log, opts.threads)
     if "scaling" in opts.sections:
         log("\n## scaling (fresh process per size)")
-        res["scaling"] = scaling_section(opts.scaling_mp, paths[0], opts.model, qualities[0], opts.threads, log)
+        res["scaling"] = scaling_section(opts.scaling_mp, paths[0], opts.model, qualities[0], opts.threads, log, clock)
     if "train" in opts.sections:
         log("\n## training throughput")
         res["train"] = train_section(Path(opts.train_data) if opts.train_data else folder, opts.model,
-                                     opts.train_steps, opts.threads, log)
+                                     opts.train_steps, opts.threads, log, clock)
     return res
 
 

@@ -81,6 +81,7 @@ class TrainOptions:
     ema: float | None = None
     quantization: str | None = None
     downscale: float | None = None
+    home: Path | None = None  # the store (models/, checkpoints/) of the model (None: the default store)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -379,7 +380,7 @@ class Plan:
 
 
 def resolve_plan(opts: TrainOptions) -> Plan:
-    config = store.load_config(opts.model)
+    config = (store.Store.at(opts.home) if opts.home else store.default_store()).load_config(opts.model)
     recipe = config.training
     # A continuous-rate model (gain units) trains every level of its λ ladder, one drawn per step,
     # unless --quality picks one.
@@ -658,7 +659,8 @@ def finish(opts: TrainOptions, plan: Plan, t: Trainee, step: int, seconds: float
     if opts.ship:
         if not opts.quality and not config.continuous:
             raise CodecError("--ship needs --quality")
-        summary["shipped"] = ship_checkpoint(final, opts.model, meta["quality"], meta)
+        summary["shipped"] = ship_checkpoint(final, opts.model, meta["quality"], meta,
+                                             into=store.Store.at(opts.home) if opts.home else None)
     return summary
 
 
@@ -677,18 +679,21 @@ def weights_digest(model) -> str:
     return h.hexdigest()[:16]
 
 
-def ship_checkpoint(path: Path, model: str, quality: int, meta: dict, extra: dict | None = None) -> str:
-    """Copy a final checkpoint into ``checkpoints/`` and record it in the manifest (quality
-    ``store.EVERY_QUALITY``: a continuous-rate model's one checkpoint)."""
+def ship_checkpoint(path: Path, model: str, quality: int, meta: dict, extra: dict | None = None,
+                    into: store.Store | None = None) -> str:
+    """Copy a final checkpoint into ``checkpoints/`` of the store ``into`` (default: the default
+    store) and record it in the manifest (quality ``store.EVERY_QUALITY``: a continuous-rate model's
+    one checkpoint)."""
+    into = into or store.default_store()
     name = f"{model}.safetensors" if quality == store.EVERY_QUALITY else f"{model}-q{quality}.safetensors"
     data = Path(path).read_bytes()
-    write_bytes_atomic(store.checkpoints_dir() / name, data, force=True)
-    entries = [e for e in store.read_manifest() if not (e["model"] == model and e["quality"] == quality)]
-    entry = {"model": model, "quality": quality, "file": name, "sha256": store.sha256_file(store.checkpoints_dir() / name)}
+    write_bytes_atomic(into.checkpoints / name, data, force=True)
+    entries = [e for e in into.read_manifest() if not (e["model"] == model and e["quality"] == quality)]
+    entry = {"model": model, "quality": quality, "file": name, "sha256": store.sha256_file(into.checkpoints / name)}
     entry.update({k: v for k, v in meta.items() if k != "quality"})
     entry.update(extra or {})
     entries.append(entry)
-    store.write_manifest(entries)
+    into.write_manifest(entries)
     store.load_shipped.cache_clear()
     return name
 
