@@ -61,44 +61,61 @@ def cdf_tables(entropy_bottleneck) -> list[tuple[list[int], int, int]]:
     return tables
 
 
-def decode_symbols(payload: bytes, tables, plane: int) -> np.ndarray:
+def decode_symbols(payload: bytes, tables, plane: int, decoder: str | None = None) -> np.ndarray:
     """Decode ``len(tables) * plane`` symbols (channel-major) into an int32 array (C, plane).
 
     Bit-exact with compressai's ``decode_with_indexes`` on every stream its encoder writes; raises
-    ``BitstreamError`` on anything else.
+    ``BitstreamError`` on anything else.  ``decoder``: ``"python"`` or ``"jit"`` to force one
+    decoder, ``None`` for ``rans_jit``'s rule (``$IMGCODEC_RANS``, then the symbol count).
     """
-    if rans_jit.wanted(len(tables) * plane):
-        if len(payload) < 8 or len(payload) % 4:
-            _words(payload)  # the length error
-        return rans_jit.decode(payload, tables, plane).reshape(len(tables), plane)
-    words = _words(payload)
+    return _decode(payload, tables, plane, None, decoder).reshape(len(tables), plane)
+
+
+def decode_indexed(payload: bytes, tables, indexes: np.ndarray, decoder: str | None = None) -> np.ndarray:
+    """Decode ``len(indexes)`` symbols, symbol ``i`` with table ``indexes[i]``, into an int32 array.
+
+    The stream of ``GaussianConditional.compress`` (compressai's ``encode_with_indexes`` with one
+    table per symbol: the hyperprior's ``ŷ``), with the checks of ``decode_symbols``.  ``indexes``
+    must lie in ``range(len(tables))``: the caller computes them from data it has already decoded.
+    """
+    indexes = np.asarray(indexes).reshape(-1)
+    if indexes.size and not (0 <= int(indexes.min()) and int(indexes.max()) < len(tables)):
+        raise ValueError("table indexes out of range")
+    return _decode(payload, tables, 0, indexes, decoder)
+
+
+def _decode(payload: bytes, tables, plane: int, index: np.ndarray | None, decoder: str | None) -> np.ndarray:
+    """The one decoding loop: symbol ``i`` with table ``index[i]``, or with table ``i // plane``
+    (channel-major) without an index; in numba (``rans_jit``) or in Python, the same checks."""
+    count = len(tables) * plane if index is None else index.size
+    words = _words(payload)  # the length check, before either loop
+    if rans_jit.wanted(count, decoder):
+        return rans_jit.decode(payload, tables, plane, index)
+    table_of = (t for t in range(len(tables)) for _ in range(plane)) if index is None else index.tolist()
     nwords = len(words)
     x = words[0] | (words[1] << 32)
     p = 2
-    out = np.empty((len(tables), plane), dtype=np.int32)
     mask = (1 << PRECISION) - 1
     L = RANS64_L
-    for c, (cdf, max_value, offset) in enumerate(tables):
-        freqs = [b - a for a, b in zip(cdf, cdf[1:])]
-        row: list[int] = []
-        append = row.append
-        for _ in range(plane):
-            cum = x & mask
-            s = bisect_right(cdf, cum) - 1
-            x = freqs[s] * (x >> PRECISION) + cum - cdf[s]
-            if x < L:
-                if p >= nwords:
-                    raise _truncated()
-                x = (x << 32) | words[p]
-                p += 1
-            if s == max_value:  # escape: the value follows in 4-bit groups
-                x, p, s = _bypass(x, p, words, max_value)
-            append(s)
-        out[c] = row
-        out[c] += offset
+    freqs = [[b - a for a, b in zip(cdf, cdf[1:])] for cdf, _, _ in tables]
+    out: list[int] = []
+    append = out.append
+    for t in table_of:
+        cdf, max_value, offset = tables[t]
+        cum = x & mask
+        s = bisect_right(cdf, cum) - 1
+        x = freqs[t][s] * (x >> PRECISION) + cum - cdf[s]
+        if x < L:
+            if p >= nwords:
+                raise _truncated()
+            x = (x << 32) | words[p]
+            p += 1
+        if s == max_value:  # escape: the value follows in 4-bit groups
+            x, p, s = _bypass(x, p, words, max_value)
+        append(s + offset)
     if p != nwords or x != L:
         raise BitstreamError("corrupt payload: the entropy-coded stream does not end where it should")
-    return out
+    return np.array(out, dtype=np.int32)
 
 
 def _bypass(x: int, p: int, words: list[int], max_value: int) -> tuple[int, int, int]:
@@ -134,40 +151,3 @@ def decode_latent(entropy_bottleneck, payload: bytes, shape: tuple[int, int]) ->
     symbols = decode_symbols(payload, tables, shape[0] * shape[1])
     medians = entropy_bottleneck._get_medians().detach().to("cpu").reshape(1, -1, 1, 1)
     return torch.from_numpy(symbols).reshape(1, len(tables), *shape).to(medians.dtype) + medians
-
-
-def decode_indexed(payload: bytes, tables, indexes: np.ndarray) -> np.ndarray:
-    """Decode ``len(indexes)`` symbols, symbol ``i`` with table ``indexes[i]``, into an int32 array.
-
-    The stream of ``GaussianConditional.compress`` (compressai's ``encode_with_indexes`` with one
-    table per symbol: the hyperprior's ``ŷ``), with the checks of ``decode_symbols``.  ``indexes``
-    must lie in ``range(len(tables))``: the caller computes them from data it has already decoded.
-    """
-    indexes = np.asarray(indexes).reshape(-1)
-    if indexes.size and not (0 <= int(indexes.min()) and int(indexes.max()) < len(tables)):
-        raise ValueError("table indexes out of range")
-    words = _words(payload)
-    nwords = len(words)
-    x = words[0] | (words[1] << 32)
-    p = 2
-    mask = (1 << PRECISION) - 1
-    L = RANS64_L
-    freqs = [[b - a for a, b in zip(cdf, cdf[1:])] for cdf, _, _ in tables]
-    out: list[int] = []
-    append = out.append
-    for t in indexes.tolist():
-        cdf, max_value, offset = tables[t]
-        cum = x & mask
-        s = bisect_right(cdf, cum) - 1
-        x = freqs[t][s] * (x >> PRECISION) + cum - cdf[s]
-        if x < L:
-            if p >= nwords:
-                raise _truncated()
-            x = (x << 32) | words[p]
-            p += 1
-        if s == max_value:
-            x, p, s = _bypass(x, p, words, max_value)
-        append(s + offset)
-    if p != nwords or x != L:
-        raise BitstreamError("corrupt payload: the entropy-coded stream does not end where it should")
-    return np.array(out, dtype=np.int32)

@@ -1,6 +1,7 @@
 """The checked rANS decoder of ``rans.py``, compiled with numba: the same checks at native speed.
 
-``rans.decode_symbols`` is a bounds-checked decoder written in Python (compressai's own decoder reads
+``rans._decode`` is a bounds-checked decoder written in Python, one loop for the per-channel
+(``decode_symbols``) and the per-symbol-table (``decode_indexed``) streams (compressai's own decoder reads
 past its buffer on crafted payloads; see ``rans.py``).  It costs about 0.4 µs a symbol — 60 ms for a
 Kodak image at quality 4, more than compressai's whole ``decompress`` wrapper.  This module runs
 the very same algorithm as one numba function (about 0.04 µs a symbol):
@@ -53,10 +54,11 @@ def mode() -> str:
     return value if value in ("auto", "jit", "python") else "auto"
 
 
-def wanted(symbols: int) -> bool:
-    """Whether to decode ``symbols`` symbols with the compiled decoder (see the module's rule)."""
+def wanted(symbols: int, decoder: str | None = None) -> bool:
+    """Whether to decode ``symbols`` symbols with the compiled decoder: ``decoder`` (``"jit"``,
+    ``"python"``) where given, else by the module's rule."""
     global _decoded
-    m = mode()
+    m = decoder or mode()
     if m == "python" or _unavailable:
         return False
     if m == "jit" or _kernel is not None or symbols >= JIT_MIN_SYMBOLS or _decoded + symbols >= JIT_MIN_SYMBOLS:
