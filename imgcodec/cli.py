@@ -96,7 +96,7 @@ def _run_batch(pairs, work, label: str) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imgcodec")
 def cli() -> None:
-    """imgcodec — a learned image codec (Ballé factorized prior with GDN)."""
+    """imgcodec — a learned image codec: factorized-prior, scale-hyperprior and mean-scale models."""
 
 
 @cli.command()
@@ -230,7 +230,8 @@ def models():
     for name, cfg in store.available_configs().items():
         shipped = set(store.shipped_qualities(name))
         hyper = "" if cfg.hyper_N is None else f", hyper_N={cfg.hyper_N}"
-        click.echo(f"{name}: {cfg.description} (norm {cfg.norm}, N={cfg.N}, M={cfg.M}{hyper}, default quality {cfg.default_quality})")
+        click.echo(f"{name}: {cfg.description} (norm {cfg.norm}, N={cfg.N}, M={cfg.M}{hyper}, "
+                   f"default quality {cfg.default_quality})")
         if cfg.continuous:
             click.echo(f"  continuous quality {cfg.qualities.start}..{cfg.qualities.stop - 1} (hundredths), one set of weights")
         for q in cfg.qualities:
@@ -252,14 +253,16 @@ def models():
 @click.option("--minutes", type=float, help="Wall-clock budget (the lr decays at the recipe's fraction of it).")
 @click.option("--steps", type=int, help="Step budget instead of --minutes.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/state.safetensors if it exists.")
-@click.option("--init", type=click.Path(exists=True, dir_okay=False), help="Start from this checkpoint: all of it for the same model; for a wider one, its transforms "
+@click.option("--init", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this checkpoint: all of it for the same model; for a wider one, its transforms "
               "widened as the same function; for a mean-scale from a scale hyperprior, grown; otherwise "
               "g_a/g_s only (models.growth.init_from).")
 @click.option("--batch-size", type=int)
 @click.option("--patch", type=int, help="Crop size (multiple of 16).")
 @click.option("--lr", type=float)
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (state, metrics.csv, final.safetensors).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder (state, metrics.csv, final.safetensors).")
 @click.option("--checkpoint-seconds", type=float, default=120.0, show_default=True)
 @click.option("--val-every", type=int, default=1000, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
@@ -292,7 +295,7 @@ def train(**kw):
     click.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
 
 
-# --- evaluation commands (issue 5) ---
+# --- evaluation commands ---
 
 
 def _comma_list(values: tuple[str, ...]) -> list[str]:
@@ -413,7 +416,8 @@ def data_kodak(dest, url, timeout, force):
 @click.option("--model", "models", multiple=True, help="Models to report (default: every shipped one).")
 @click.option("--codec", "codecs", multiple=True, help="Baselines (default: jpeg, webp, avif).")
 @click.option("--anchor", default="jpeg", show_default=True, help="Curve the BD-rates are taken against.")
-@click.option("--anchors", type=click.Path(dir_okay=False), help="Published curves (default: results/anchors/kodak.json for Kodak).")
+@click.option("--anchors", type=click.Path(dir_okay=False),
+              help="Published curves (default: results/anchors/kodak.json for Kodak).")
 @click.option("--results-dir", type=click.Path(file_okay=False), help="Default: results/<data folder name>.")
 @click.option("--docs-dir", type=click.Path(file_okay=False), help="Default: docs.")
 @click.option("--readme", help="README whose results block to rewrite (default: README.md; 'none': skip).")
@@ -430,7 +434,7 @@ def report(**kw):
         click.echo(line)
 
 
-# --- normalization ablation (issue 6) ---
+# --- normalization ablation ---
 
 @cli.command()
 @click.option("--data", type=click.Path(exists=True, file_okay=False),
@@ -459,7 +463,8 @@ def report(**kw):
 @click.option("--only", multiple=True, help="Only these runs (NORM-qQ-bB) or norms: one shard of the study.")
 @click.option("--report-only", is_flag=True, help="Only rebuild curves, tables and plot from the evaluated runs.")
 @click.option("--ship", is_flag=True,
-              help="After the study, ship its main-axis weights (all norms but gdn) into checkpoints/ as the variants' rate points.")
+              help="After the study, ship its main-axis weights (all norms but gdn) into checkpoints/ "
+                   "as the variants' rate points.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 def ablation(**kw):
     """Normalization ablation: train every norm under one budget, evaluate, BD-rate against gdn (resumable)."""
@@ -496,7 +501,7 @@ def ablation(**kw):
         ab.ship(opts.out, opts.work, log=click.echo)
 
 
-# --- benchmarks (issue 8) ---
+# --- benchmarks ---
 
 
 @cli.command()
@@ -510,7 +515,8 @@ def ablation(**kw):
 @click.option("--threads", type=int, help="Torch threads (default: torch's, all cores).")
 @click.option("--sections", multiple=True, help="Some of: peer, split, flops, techniques, cli, scaling, train (default: all).")
 @click.option("--scaling-mp", help="Image sizes of the scaling section in megapixels, e.g. 0.1,1,4 (default: 0.1 … 24).")
-@click.option("--cli-images", type=int, default=24, show_default=True, help="Images in the one-call command-line timing (0: time --help only).")
+@click.option("--cli-images", type=int, default=24, show_default=True,
+              help="Images in the one-call command-line timing (0: time --help only).")
 @click.option("--train-steps", type=int, default=8, show_default=True, help="Steps of the training-throughput run.")
 @click.option("--train-data", type=click.Path(exists=True, file_okay=False), help="Training images (default: --data).")
 @click.option("--clock", type=click.Choice(["cpu", "wall"]),

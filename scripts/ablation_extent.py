@@ -6,7 +6,8 @@ and BatchNorm at inference act on each position alone.
 For every main-axis run of one quality, this cuts each evaluation image into non-overlapping tiles of
 each size, codes every tile on its own (quantized latents, exactly what the decoder reconstructs),
 puts the tiles back together and reports the mean PSNR over the images, next to the whole image
-coded at once (Kodak's 768×512 is a multiple of every tile size, so both cover the same pixels).  Writes OUT/extent.json and prints a markdown table.
+coded at once (Kodak's 768×512 is a multiple of every tile size, so both cover the same pixels).
+Writes OUT/extent.json and prints a markdown table.
 
     python scripts/ablation_extent.py results/ablation --eval ../shared/data/kodak -q 4
 """

@@ -4,7 +4,7 @@ the coder rounds it, without the means of a mean-scale model), at every whole qu
 of images (the codec's own padded analysis and 8-bit synthesis, ``tiling``; 8-bit PSNR).
 
 Where the two are close, more rate cannot buy much more PSNR: the top of the curve is bound by what
-the transforms can reconstruct (docs/training.md, "Session 6").
+the transforms can reconstruct (docs/training.md).
 
     python scripts/transform_ceiling.py DIR [--model meanscale-gdn | --checkpoint FILE]
 """

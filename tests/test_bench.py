@@ -1,4 +1,4 @@
-"""The benchmark (issue 8) on a reduced set: it runs and prints (no timing assertions), and the
+"""The benchmark on a reduced set: it runs and prints (no timing assertions), and the
 codec's latents and pixels agree with compressai's own FactorizedPrior holding the same weights."""
 
 from __future__ import annotations

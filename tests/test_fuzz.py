@@ -1,4 +1,4 @@
-"""Decoder fuzzing (issue 7): a short seeded campaign, crafted hostile files, and the rANS decoder.
+"""Decoder fuzzing: a short seeded campaign, crafted hostile files, and the rANS decoder.
 
 The long campaign (≥ 100,000 inputs) is run by hand, ``python -m imgcodec.studies.fuzz``; its command and
 outcome are in docs/reliability.md.  Here a few hundred inputs of a fixed seed run through the same

@@ -1,4 +1,4 @@
-"""The scale-hyperprior model (issue 9): exact round trips, gain units and continuous quality, the
+"""The scale-hyperprior model: exact round trips, gain units and continuous quality, the
 exactness of the scale indexes, the checked decoder of its ŷ payload, and damaged or hostile files.
 
 Tiny models (N=16, M=24) trained for a few dozen steps in a private IMGCODEC_HOME

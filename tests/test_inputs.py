@@ -93,7 +93,7 @@ def test_a_side_past_the_format_limit_is_said_so(capsys, tmp_path):
     Image.new("L", (100000, 1), 128).save(path)
     code, _, err = run(capsys, "encode", path, tmp_path / "o.bin")
     assert code == 1
-    assert err.strip() == (f"imgcodec: error: image of 100000x1 pixels: imgcodec files hold at most 65536 "
+    assert err.strip() == ("imgcodec: error: image of 100000x1 pixels: imgcodec files hold at most 65536 "
                            "pixels a side")
 
 

@@ -159,7 +159,6 @@ def test_kill_in_the_middle_of_a_batch(work, tmp_path):
 
 def test_kill_during_decode_never_touches_an_existing_file(work, tmp_path):
     src, _ = work
-    ref_png = (src / "ref" / "img0.png").read_bytes()
     out = tmp_path / "out.png"
     out.write_bytes(SENTINEL)
     _killed_at("before", 1, "decode", "-f", str(src / "ref" / "img0.bin"), str(out))

@@ -1,4 +1,4 @@
-"""Encoding to a target size or bpp (issue 9): the highest quality whose file fits.
+"""Encoding to a target size or bpp: the highest quality whose file fits.
 
 The continuous quality of a tiny gain-unit hyperprior and the discrete qualities of models with one
 checkpoint per quality, in a private IMGCODEC_HOME (``hyperprior_home.py``).

@@ -1,4 +1,4 @@
-"""Safe weights and bounded inputs (issue 7).
+"""Safe weights and bounded inputs.
 
 * Checkpoints load only as safetensors whose sha256 matches the manifest: a pickle offered as a
   checkpoint is refused *without being executed* — its payload would create a file, and the file

@@ -1,4 +1,4 @@
-"""Running the transforms fast on the CPU, with the same numbers (issue 8; docs/performance.md).
+"""Running the transforms fast on the CPU, with the same numbers (docs/performance.md).
 
 * ``fast_layout``: activations channels-last (NHWC), so that oneDNN's convolutions skip a reorder of
   every activation on the way in and out.  One catch: a (1, C, H, W) tensor made by permuting an

@@ -12,8 +12,9 @@ also fits may be missed):
   about nine encodings;
 * a model with discrete rate points: its shipped qualities
 
-(``store.quality_grid``; ``codec.encode_to_target`` runs the search).  The analysis transform ``g_a`` runs once per set of weights and is shared
-by the qualities those weights code, as the quality acts only after it.
+(``store.quality_grid``; ``codec.encode_to_target`` runs the search).  The analysis transform
+``g_a`` runs once per set of weights and is shared by the qualities those weights code, as the
+quality acts only after it.
 
 It stops as soon as a file fits within ``tolerance`` (2 %) below the target; otherwise it returns the
 file of the highest quality that fits, the next size below the target on the quality scale.  When

@@ -8,15 +8,16 @@ pointwise normalisations between them, so every value has a finite footprint:
 * ``g_s``: pixel ``p`` depends on latents ``ceil((p-30)/16) … floor((p+30)/16)``.
 
 A tile is a block of ``tile × tile`` latents grown by a halo of ``halo_of(model)`` latents (2, i.e.
-32 pixels, for the 30-pixel footprint) on every side that is not the frame's edge.  The analysis keeps the tile's core latents, the synthesis its
-core pixels, and a halo of two latents covers both footprints: each kept value is computed from
-exactly the data the whole-frame transform uses, the frame's own zero padding included.  Tiled
-and whole-frame coding therefore agree up to floating-point rounding (convolutions of other sizes
-may sum in another order), with no seams; ``tests/test_tiling.py`` checks it and
-``docs/reliability.md`` gives the measured difference.
+32 pixels, for the 30-pixel footprint) on every side that is not the frame's edge.  The analysis
+keeps the tile's core latents, the synthesis its core pixels, and a halo of two latents covers both
+footprints: each kept value is computed from exactly the data the whole-frame transform uses, the
+frame's own zero padding included.  Tiled and whole-frame coding therefore agree up to
+floating-point rounding (convolutions of other sizes may sum in another order), with no seams;
+``tests/test_tiling.py`` checks it and ``docs/reliability.md`` gives the measured difference.
 
-Tiling starts automatically when the padded frame has more than ``TILE_THRESHOLD_PIXELS`` pixels, for a
-model whose ``footprint`` is bounded (``CodecModel.footprint``); other models run on the whole frame.
+Tiling starts automatically when the padded frame has more than ``TILE_THRESHOLD_PIXELS`` pixels,
+for a model whose ``footprint`` is bounded (``CodecModel.footprint``); other models run on the
+whole frame.
 """
 
 from __future__ import annotations

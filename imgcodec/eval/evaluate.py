@@ -183,7 +183,8 @@ def run(
     from tqdm import tqdm
 
     rows = []
-    with tqdm(total=len(images) * len(qualities), desc=label, unit="img", disable=None if progress is None else not progress) as bar:
+    disable = None if progress is None else not progress
+    with tqdm(total=len(images) * len(qualities), desc=label, unit="img", disable=disable) as bar:
         for q in qualities:
             warm = images[0].rgb[:WARMUP_SIDE, :WARMUP_SIDE]
             decode(encode(np.ascontiguousarray(warm), q))  # untimed: first-call set-up costs
@@ -209,7 +210,8 @@ def parse_qualities(values: Sequence[str], allowed: Sequence[int] | None = None)
         try:
             value = float(item)
         except ValueError:
-            raise ModelError(f"quality must be an integer or 'all' (fractional for a continuous-rate model), not {item!r}") from None
+            raise ModelError(f"quality must be an integer or 'all' (fractional for a continuous-rate model), "
+                             f"not {item!r}") from None
         out.append(int(value) if value == int(value) else value)
     return sorted(set(out))
 

@@ -1,7 +1,8 @@
 """Model variant configs: one declarative TOML file per variant in the top-level ``models/``.
 
 A config names the architecture, the normalization (a key of the norm registry), the channel widths
-N and M (and the hyperprior's, ``hyper_N``, where it is not N), the λ of every quality level and the training recipe.  The resolved ``ModelConfig`` is also
+N and M (and the hyperprior's, ``hyper_N``, where it is not N), the λ of every quality level and the
+training recipe.  The resolved ``ModelConfig`` is also
 stored inside every checkpoint, so weights never depend on the TOML file staying unchanged.
 """
 

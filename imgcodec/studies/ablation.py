@@ -1,4 +1,4 @@
-"""The normalization ablation (issue 6): every norm of the registry in the same autoencoder, trained
+"""The normalization ablation: every norm of the registry in the same autoencoder, trained
 under the same budget and measured on real bitstreams.
 
 The study is a list of *runs*, one per (norm, quality, batch size):
@@ -578,7 +578,8 @@ def summary_markdown(s: dict) -> str:
     lines += [
         f"## Every norm at batch size {s['main_batch_size']} (BD against {REFERENCE})",
         "",
-        "| norm | batch-dependent | points | BD-rate vs gdn | BD-PSNR vs gdn (dB) | parameters | encode (s/img) | decode (s/img) | note |",
+        "| norm | batch-dependent | points | BD-rate vs gdn | BD-PSNR vs gdn (dB) | parameters "
+        "| encode (s/img) | decode (s/img) | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in s["main"]:

@@ -1,4 +1,4 @@
-"""Speed and memory benchmark (issue 8): ``imgcodec bench``; the figures of docs/performance.md.
+"""Speed and memory benchmark: ``imgcodec bench``; the figures of docs/performance.md.
 
 Sections (``--sections``, all by default):
 
@@ -209,8 +209,10 @@ def peer_section(images, loaded, reps: int, warmup: int, log, clock: str = "wall
         }
         per.append(r)
         rows.append([name, r["ours_enc"], r["peer_enc"], r["peer_enc"] / r["ours_enc"], r["ours_dec"], r["peer_dec"],
-                     r["peer_dec"] / r["ours_dec"], f"{sym_diff}/{a.size}", f"{r['pixels_differing']} (max {r['max_pixel_diff']})"])
-        log(f"  {name}: encode {r['ours_enc']:.3f} s vs {r['peer_enc']:.3f} s, decode {r['ours_dec']:.3f} s vs {r['peer_dec']:.3f} s ({clock})")
+                     r["peer_dec"] / r["ours_dec"], f"{sym_diff}/{a.size}",
+                     f"{r['pixels_differing']} (max {r['max_pixel_diff']})"])
+        log(f"  {name}: encode {r['ours_enc']:.3f} s vs {r['peer_enc']:.3f} s, "
+            f"decode {r['ours_dec']:.3f} s vs {r['peer_dec']:.3f} s ({clock})")
     tot = {k: sum(r[k] for r in per) for k in ("ours_enc", "peer_enc", "ours_dec", "peer_dec")}
     other = "wall" if clock == "cpu" else "cpu"
     tot2 = {k: sum(r[f"{k}_{other}"] for r in per) for k in ("ours_enc", "peer_enc", "ours_dec", "peer_dec")}
@@ -230,7 +232,8 @@ def peer_section(images, loaded, reps: int, warmup: int, log, clock: str = "wall
         "pixels_differing": sum(r["pixels_differing"] for r in per), "pixels": sum(r["pixels"] for r in per) * 3,
         "max_pixel_diff": max(r["max_pixel_diff"] for r in per),
     }
-    log(_table(["image", "encode s", "compressai", "×", "decode s", "compressai", "×", "symbols ≠", "pixels ≠ (same payload)"], rows))
+    log(_table(["image", "encode s", "compressai", "×", "decode s", "compressai", "×", "symbols ≠",
+                "pixels ≠ (same payload)"], rows))
     log(f"mean per image ({clock} seconds): encode {summary['encode_s']:.3f} s vs compressai {summary['peer_encode_s']:.3f} s "
         f"(×{summary['encode_speedup']:.2f}); decode {summary['decode_s']:.3f} s vs {summary['peer_decode_s']:.3f} s "
         f"(×{summary['decode_speedup']:.2f}); identical payloads {summary['identical_payloads']}/{n}, "
@@ -288,7 +291,8 @@ def split_section(images, paths, loaded, reps: int, log, clock: str = "wall") ->
     res = {k: statistics.mean(v) for k, v in stages.items()}
     res["model load (sha256 + safetensors + build), once per process"] = load_s
     enc = sum(v for k, v in res.items() if k in ("analysis transform g_a", "entropy encode", "container + CRC (pack)"))
-    dec = sum(v for k, v in res.items() if k in ("entropy decode (checked)", "synthesis transform g_s", "container + CRC (unpack)"))
+    decoding = ("entropy decode (checked)", "synthesis transform g_s", "container + CRC (unpack)")
+    dec = sum(v for k, v in res.items() if k in decoding)
     rows = []
     for k, v in res.items():
         share = ""
@@ -359,7 +363,8 @@ def flops_section(loaded, shape, reps: int, log, clock: str = "wall") -> dict:
             t_cl = _median_time(lambda: fastpath.run(seq, inp), reps, clock=clock)
             t_nchw = _median_time(lambda: seq(inp.contiguous()), reps, clock=clock)
             res[net] = {"gflop": f / 1e9, "s_channels_last": t_cl, "s_nchw": t_nchw,
-                        "gflops_channels_last": f / t_cl / 1e9, "gflops_nchw": f / t_nchw / 1e9}  # channels-last: the shipped path
+                        # channels-last: the shipped path
+                        "gflops_channels_last": f / t_cl / 1e9, "gflops_nchw": f / t_nchw / 1e9}
         conv = torch.nn.Conv2d(128, 128, 3, padding=1).eval()
         big = fast_layout(torch.rand(1, 128, 128, 128))
         f_conv = 2.0 * 128 * 128 * 9 * 128 * 128
@@ -521,7 +526,8 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
     rows = []
     for k, v in res.items():
         rows.append([k, v.get("s", float("nan")) * 1e3 if "s" in v else "", f"×{v['speedup']:.2f}" if "speedup" in v else "",
-                     ", ".join(f"{a} {b:.3g}" if isinstance(b, float) else f"{a} {b}" for a, b in v.items() if a not in ("s", "speedup"))])
+                     ", ".join(f"{a} {b:.3g}" if isinstance(b, float) else f"{a} {b}"
+                               for a, b in v.items() if a not in ("s", "speedup"))])
     log(f"on {w}×{h}, {clock} seconds (transforms: g_a + g_s; speed-ups against the first row; threads: against 1 thread):")
     log(_table(["technique", "ms", "speed-up", "notes"], rows))
     return res
@@ -689,7 +695,8 @@ def scaling_section(sizes, source: Path, model, quality, threads, log, clock: st
     rows, out = [], []
     sfx = "_cpu_s" if clock == "cpu" else "_s"
     for mp in sizes:
-        args = [sys.executable, "-m", "imgcodec.studies.bench", "--scaling-child", str(mp), str(source), model or "", str(quality or "")]
+        args = [sys.executable, "-m", "imgcodec.studies.bench", "--scaling-child", str(mp), str(source),
+                model or "", str(quality or "")]
         env = dict(os.environ)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
@@ -702,7 +709,8 @@ def scaling_section(sizes, source: Path, model, quality, threads, log, clock: st
                      enc / r["mp"], dec / r["mp"], r["rss_before_bytes"] / mib,
                      r["rss_peak_bytes"] / mib, (r["rss_peak_bytes"] - r["rss_before_bytes"]) / mib])
         log(f"  {r['mp']:.2f} MP: encode {enc:.2f} s, decode {dec:.2f} s ({clock}), peak RSS {r['rss_peak_bytes'] / mib:.0f} MiB")
-    log(_table(["MP", "size", "encode s", "decode s", "encode s/MP", "decode s/MP", "RSS before MiB", "peak RSS MiB", "peak − before MiB"], rows))
+    log(_table(["MP", "size", "encode s", "decode s", "encode s/MP", "decode s/MP", "RSS before MiB", "peak RSS MiB",
+                "peak − before MiB"], rows))
     if len(out) >= 2:
         mp = np.array([r["mp"] for r in out])
         for key in ("encode" + sfx, "decode" + sfx):

@@ -2,7 +2,7 @@
 
     python -m imgcodec.studies.fuzz --inputs 100000 --seed 1 --report fuzz-report.json
 
-The contract (issue 7): for any bytes, ``imgcodec.decode`` returns a ``PIL.Image`` of the size and
+The contract: for any bytes, ``imgcodec.decode`` returns a ``PIL.Image`` of the size and
 mode its header names, or raises ``CodecError`` with a message.  Nothing else may escape; no input
 may take more than ``cpu_limit`` seconds of CPU; none may allocate beyond ``mem_limit`` bytes of
 address space (``RLIMIT_AS`` over the worker's settled size, so a huge allocation fails inside the
