@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,14 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def venv_python(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("wheel")
+    # A copy of what the build reads, so that the build's own folders never land in the checkout.
+    source = base / "source"
+    for name in ("imgcodec", "models", "checkpoints"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     # --no-build-isolation: the build uses this Python's setuptools, so no download is needed.
-    built = _run([sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "--no-build-isolation", "-q",
+    built = _run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", "--no-build-isolation", "-q",
                   "-w", base / "dist"])
     if built.returncode != 0:
         pytest.skip(f"cannot build a wheel here (setuptools and wheel without network?): {built.stderr[-300:]}")
