@@ -1,4 +1,6 @@
-"""imgcodec — a learned image codec (Ballé factorized prior with GDN) that writes a real bitstream.
+"""imgcodec — a learned image codec that writes a real, documented bitstream: the factorized-prior,
+scale-hyperprior (with gain units for a continuous quality) and mean-scale-hyperprior models of Ballé
+et al. and Minnen et al., with a registry of normalization layers (GDN by default).
 
     >>> import imgcodec
     >>> data = imgcodec.encode("photo.png", quality=4)
@@ -37,9 +39,10 @@ def encode(image, quality=None, model=None, device="cpu", target_size=None, targ
     ``store``: a ``models.store.Store`` to take the model from (default: this installation's, or
     ``$IMGCODEC_HOME``).
     """
-    from .codec.imageio import read_image
+    from .codec.imageio import read_image  # deferred: Pillow and numpy (``import imgcodec`` stays light)
 
     img = read_image(image, metadata, to_srgb)  # a bad input is refused before torch is imported
+    # deferred: torch loads here, once the input is known to be good
     from .codec.api import encode as _encode
 
     return _encode(img, quality=quality, model=model, device=device, target_size=target_size, target_bpp=target_bpp,
@@ -50,6 +53,7 @@ def decode(data, device="cpu", **kwargs):
     """Decode an imgcodec file — its bytes, a path or a binary file object — to a ``PIL.Image``
     (original size and mode; its ICC profile, EXIF and XMP in ``img.info`` when the file has them).
     ``store=``: as for ``encode``."""
+    # deferred: torch loads here
     from .codec.api import decode as _decode
 
     return _decode(data, device=device, **kwargs)

@@ -1,7 +1,8 @@
 """The ``imgcodec`` command line: thin click commands over the Python API.
 
-Nothing heavy is imported at start-up (``imgcodec --help`` must not import torch); each command
-imports what it needs.  Every ``CodecError`` becomes one line on stderr and exit status 1.
+Nothing heavy is imported at start-up (``imgcodec --help`` must not import torch or numpy): every
+import inside a command's function below is deferred on purpose, so each command loads only what it
+needs, after its arguments are checked.  Every ``CodecError`` becomes one line on stderr and exit status 1.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ inside a function (a deferred import still closes a cycle when it runs).
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import imgcodec
@@ -78,6 +79,31 @@ def test_the_walk_sees_the_package():
     assert {"imgcodec.codec.api", "imgcodec.models.store", "imgcodec.format.rans", "imgcodec.train.loop"} <= set(graph)
     assert "imgcodec.models.store" in graph["imgcodec.codec.api"]
     assert "imgcodec.codec.refine" in graph["imgcodec.codec.api"]  # a top-level `from .refine import`
+
+
+def test_every_import_of_the_package_names_something_that_exists():
+    """A name imported from the package (at the top or inside a function) exists: a deferred
+    import of a moved module fails here, not when its function first runs."""
+    mods = _modules()
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    module = ".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                if not module.startswith("imgcodec"):
+                    continue
+                assert module in mods, f"{name} imports {module}"
+                target = importlib.import_module(module)
+                for alias in node.names:
+                    assert f"{module}.{alias.name}" in mods or hasattr(target, alias.name), \
+                        f"{name} imports {alias.name} from {module}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("imgcodec") or alias.name in mods, f"{name} imports {alias.name}"
 
 
 def test_a_cycle_is_found():

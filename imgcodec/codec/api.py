@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..atomic import check_writable, write_bytes_atomic
 from ..errors import BitstreamError, CodecError, InputError, ModelError
 from ..format import bitstream
 from ..models.store import DEFAULT_MODEL, LoadedModel, Store, default_store
 from . import ratecontrol, tiling
-from .imageio import CanonicalImage, read_image, read_input_bytes, to_pil
+from .imageio import CanonicalImage, image_bytes, output_format, read_image, read_input_bytes, to_pil
 from .refine import refine_latents
 from .tensors import padded_size
 
@@ -221,7 +222,6 @@ def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", fo
 
     ``targets``: ``target_size`` or ``target_bpp`` of ``encode``; ``refine``, ``metadata``,
     ``to_srgb``: see ``encode``."""
-    from ..atomic import check_writable, write_bytes_atomic
 
     img = read_image(src, metadata, to_srgb)
     check_writable(Path(dst), force, inputs=[src])
@@ -233,8 +233,6 @@ def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", fo
 def decode_file(src: Path, dst: Path, device="cpu", force=False, max_pixels=bitstream.DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``src`` into an image file ``dst`` (format from its extension, metadata kept where
     the format holds it); the output is never the input file."""
-    from ..atomic import check_writable, write_bytes_atomic
-    from .imageio import image_bytes, output_format
 
     output_format(Path(dst))
     data = read_input_bytes(src)

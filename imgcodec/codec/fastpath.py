@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..models.compressai_parts import GDN
+
 CL = torch.channels_last
 GDN_BAND_BYTES = 1 << 20  # rows of a band: about 1 MiB of activations (it stays in L2)
 
@@ -32,8 +34,6 @@ def fast_layout(x: torch.Tensor) -> torch.Tensor:
 
 
 def _is_gdn(m: nn.Module) -> bool:
-    from compressai.layers import GDN
-
     return type(m) is GDN
 
 

@@ -261,6 +261,7 @@ def _colour_managed(img: Image.Image, icc: bytes | None, to_srgb: bool) -> tuple
     if gray:
         return img, None  # a grey profile's tone curve has no one-channel sRGB counterpart: dropped
     try:
+        # deferred: littlecms: only a colour-managed image needs it
         from PIL import ImageCms
 
         src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
@@ -379,6 +380,7 @@ def image_bytes(img: Image.Image, path: Path | None = None, fmt: str | None = No
         if img.info.get(key):
             kwargs[key] = img.info[key]
     if fmt == "PNG" and img.info.get("xmp"):
+        # deferred: Pillow's PNG text chunks: only a PNG output with metadata needs them
         from PIL import PngImagePlugin
 
         chunks = PngImagePlugin.PngInfo()

@@ -22,20 +22,20 @@ import importlib.abc
 import importlib.util
 import sys
 
+from ..format import bitstream
+
 FORMAT = "IMGCODEC"
 EXTENSIONS = (".imgc", ".bin")
 SAVE_OPTIONS = ("quality", "model", "target_size", "target_bpp", "refine")
 
 
 def _accept(prefix: bytes) -> bool:
-    from ..format.bitstream import MAGIC
-
-    return prefix[: len(MAGIC)] == MAGIC
+    return prefix[: len(bitstream.MAGIC)] == bitstream.MAGIC
 
 
 def register() -> None:
     """Register the ``IMGCODEC`` format with Pillow (once; imports Pillow, not torch)."""
-    from PIL import Image, ImageFile
+    from PIL import Image, ImageFile  # deferred: ``import imgcodec`` must not import Pillow
 
     if FORMAT in Image.OPEN:
         return
@@ -45,8 +45,6 @@ def register() -> None:
         format_description = "imgcodec learned image codec"
 
         def _open(self) -> None:
-            from ..format import bitstream
-
             data = self.fp.read()
             header = bitstream.unpack(data, max_pixels=bitstream.DEFAULT_MAX_PIXELS).header
             self._size = (header.width, header.height)
@@ -59,7 +57,7 @@ def register() -> None:
         _pulls_fd = True
 
         def decode(self, buffer):
-            from .api import decode
+            from .api import decode  # deferred: torch, on the first decode
 
             assert self.fd is not None
             img = decode(self.fd.read())
@@ -67,7 +65,7 @@ def register() -> None:
             return -1, 0
 
     def save(im, fp, filename) -> None:
-        from .api import encode
+        from .api import encode  # deferred: torch, on the first encode
 
         options = {k: im.encoderinfo[k] for k in SAVE_OPTIONS if im.encoderinfo.get(k) is not None}
         fp.write(encode(im, **options))

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import PIL
+from PIL import Image, features
 
 from ..errors import CodecError, InputError
+from .evaluate import dataset_info, environment, load_images, run
 from .results import Results
 
 
@@ -43,15 +48,9 @@ class Baseline:
         return {**self.options, "quality": int(quality)}
 
     def settings(self) -> dict:
-        import PIL
-        from PIL import features
-
         lib = {"JPEG": "libjpeg_turbo", "WEBP": "webp", "AVIF": "avif", "JPEG2000": "jpg_2000"}.get(self.format)
         version = features.version(lib) if lib else None
         if self.plugin:
-            from importlib.metadata import PackageNotFoundError
-            from importlib.metadata import version as pkg_version
-
             try:
                 version = pkg_version(self.install)
             except PackageNotFoundError:
@@ -68,8 +67,6 @@ class Baseline:
         }
 
     def check_available(self) -> None:
-        from PIL import features
-
         if self.plugin:
             try:
                 __import__(self.plugin)
@@ -79,16 +76,12 @@ class Baseline:
             raise CodecError(f"this Pillow was built without {self.format} support ({self.name} unavailable)")
 
     def encode(self, rgb: np.ndarray, quality) -> bytes:
-        from PIL import Image
-
         buf = io.BytesIO()
         Image.fromarray(rgb, "RGB").save(buf, format=self.format, **self.save_options(quality))
         return buf.getvalue()
 
     @staticmethod
     def decode(data: bytes) -> np.ndarray:
-        from PIL import Image
-
         with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img.convert("RGB"))
 
@@ -150,7 +143,6 @@ def evaluate_baseline(
     progress: bool | None = None,
 ) -> Results:
     """Measure a classical codec over the images of ``data`` at each quality."""
-    from .evaluate import dataset_info, environment, load_images, run
 
     base = get(codec)
     base.check_available()

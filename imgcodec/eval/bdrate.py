@@ -51,6 +51,7 @@ def _log_rates(rates: Sequence[float], what: str) -> np.ndarray:
 
 def _mean_gap(x1, y1, x2, y2, axis: str) -> float:
     """Mean of (interpolant 2 − interpolant 1) over the x range both cover."""
+    # deferred: scipy.interpolate: only a BD figure needs it
     from scipy.interpolate import PchipInterpolator
 
     lo, hi = max(x1[0], x2[0]), min(x1[-1], x2[-1])
@@ -83,6 +84,7 @@ def point_delta(anchor_rate, anchor_dist, rate: float, dist: float) -> tuple[flo
 
     The anchor is interpolated as for the Bjøntegaard deltas; for a curve of one point (a model with
     one shipped quality) this is the comparison that remains."""
+    # deferred: scipy.interpolate: only a BD figure needs it
     from scipy.interpolate import PchipInterpolator
 
     xd, yr = _curve(anchor_dist, _log_rates(anchor_rate, "anchor"), "anchor")

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from tqdm import tqdm
+
+from ..atomic import write_bytes_atomic
 from ..errors import InputError, OutputError
 
 KODAK_URL = "http://r0k.us/graphics/kodak/kodak/"
@@ -67,9 +70,6 @@ def download_kodak(
     progress: bool | None = None,
 ) -> FetchReport:
     """Fetch and verify the Kodak images into ``dest`` (created if needed)."""
-    from tqdm import tqdm
-
-    from ..atomic import write_bytes_atomic
 
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():

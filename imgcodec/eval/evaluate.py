@@ -28,8 +28,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import PIL
+from tqdm import tqdm
 
+from .. import __version__
+from ..codec.imageio import CanonicalImage, find_images, load_rgb_array
 from ..errors import InputError, ModelError
+from ..format import bitstream
+from ..models.store import default_store, load_checkpoint_file
 from .results import Results, ms_ssim_to_db
 
 MS_SSIM_MIN_SIDE = 161  # pytorch-msssim asserts min side > (11 - 1) · 2⁴ for its 5 scales
@@ -62,6 +68,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
         return None
+    # deferred: torch: only MS-SSIM needs it here
     import torch
     from pytorch_msssim import ms_ssim as _ms_ssim
 
@@ -94,7 +101,6 @@ class EvalImage:
 def load_images(folder: Path, limit: int | None = None) -> list[EvalImage]:
     """The images of ``folder`` (recursive, sorted), the first ``limit`` of them; all read up front,
     so an unreadable image stops the run before any measuring."""
-    from ..codec.imageio import find_images, load_rgb_array
 
     folder = Path(folder)
     paths = find_images(folder)
@@ -125,10 +131,6 @@ def dataset_info(folder: Path, images: Sequence[EvalImage]) -> dict:
 
 
 def environment(**extra) -> dict:
-    import PIL
-
-    from .. import __version__
-
     env = {
         "imgcodec": __version__,
         "python": platform.python_version(),
@@ -180,7 +182,6 @@ def run(
     progress: bool | None = None,
 ) -> list[dict]:
     """Rows for every (quality, image); a progress bar on a terminal (``progress=None``)."""
-    from tqdm import tqdm
 
     rows = []
     disable = None if progress is None else not progress
@@ -247,7 +248,6 @@ def evaluate_model(
 
     ``refine``: steps of encoder-side refinement for every file (``refine.py``). ``store``: the
     ``models.store.Store`` of ``model`` (default: ``default_store()``)."""
-    from ..models.store import default_store, load_checkpoint_file
 
     store = store or default_store()
 
@@ -265,11 +265,11 @@ def evaluate_model(
             config.check_quality(q)
     images = load_images(data, limit)
 
+    # deferred: torch loads once names and qualities are checked
     import torch
 
+    # deferred: torch loads once names and qualities are checked
     from ..codec import api as codec
-    from ..codec.imageio import CanonicalImage
-    from ..format import bitstream
 
     if checkpoint is not None:
         loaded = load_checkpoint_file(Path(checkpoint))

@@ -9,11 +9,13 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from ..atomic import check_writable, write_bytes_atomic
 from .results import DISTORTION_LABELS, Curve, ResultsError
 
 
 def render(curves: list[Curve], metric: str = "psnr", title: str | None = None, xmax: float | None = None) -> bytes:
     """The PNG bytes of the R-D plot of ``curves`` (distortion in dB over bpp), up to ``xmax`` bpp."""
+    # deferred: matplotlib (about 0.5 s): only drawing a figure needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -60,6 +62,7 @@ def render(curves: list[Curve], metric: str = "psnr", title: str | None = None, 
 def _palette(n: int) -> list:
     """Distinct colours, strong ones first (measured curves come first): tab20's dark shades, then
     its light ones."""
+    # deferred: matplotlib (about 0.5 s): only drawing a figure needs it
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
@@ -76,7 +79,6 @@ def _default_title(curves: list[Curve], metric: str) -> str:
 def plot(curves: list[Curve], out: Path, metric: str = "psnr", title: str | None = None,
          xmax: float | None = None, force: bool = False) -> None:
     """Render and write the PNG atomically (an existing file only with ``force``)."""
-    from ..atomic import check_writable, write_bytes_atomic
 
     check_writable(Path(out), force)
     write_bytes_atomic(Path(out), render(curves, metric, title, xmax), force=force)

@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import CodecError
-from .results import Curve, Results, ResultsError
+from ..atomic import write_bytes_atomic
+from ..errors import CodecError, InputError
+from ..models import store
+from ..models.store import repo_root
+from . import baselines as bl
+from . import bdrate, plot, results
+from .bdrate import point_delta
+from .evaluate import dataset_info, evaluate_model, load_images
+from .results import Curve, Results, ResultsError, find_curve, load_curves
 
 DEFAULT_BASELINES = ("jpeg", "webp", "avif")
 README_BEGIN = "<!-- results:begin (written by `imgcodec report`; edits here are overwritten) -->"
@@ -39,7 +46,6 @@ class Report:
 
 def _previous(path: Path, dataset: dict) -> Results | None:
     """The result file at ``path`` if it is readable and measured these very images."""
-    from . import results
 
     if not path.is_file():
         return None
@@ -60,7 +66,6 @@ def _reusable(path: Path, dataset: dict, settings: dict, qualities: list) -> Res
 def _reusable_model(path: Path, dataset: dict, name: str, refine: int = 0) -> Results | None:
     """A learned model's result file, if it measured exactly the shipped weights on these images,
     with ``refine`` steps of encoder-side refinement."""
-    from ..models import store
 
     old = _previous(path, dataset)
     if old is None or old.kind != "learned":
@@ -98,12 +103,6 @@ def build(
     remeasure: bool = False,
     refined: Sequence[tuple[str, int]] = (),
 ) -> Report:
-    from ..models import store
-    from . import baselines as bl
-    from . import bdrate, plot
-    from .evaluate import dataset_info, evaluate_model, load_images
-    from .results import load_curves
-
     images = load_images(data, limit)
     dataset = dataset_info(data, images)
     if models is None:
@@ -148,8 +147,6 @@ def build(
     xmax = max([2.0] + [1.25 * max(c.xy()[0]) for c in learned if c.xy()[0]])
     png = plot.render(all_curves, "psnr", title=f"{dataset['name']} ({dataset['images']} images)", xmax=xmax)
 
-    from .results import find_curve
-
     anchor_curve = find_curve(learned + classical, anchor)
     usable = [c for c in all_curves if len(c.xy()[0]) >= 2]
     rows = bdrate.compare(usable, anchor_curve, "psnr")
@@ -163,7 +160,6 @@ def build(
 
 def _one_point_note(c: Curve, anchor: Curve) -> str:
     """What can be said of a curve with one rate point: its distance to the anchor at that point."""
-    from .bdrate import point_delta
 
     (x,), (y,) = c.xy()
     d_rate, d_dist = point_delta(*anchor.xy(), x, y)
@@ -252,7 +248,6 @@ def _readme_block(measured, table, notes, dataset, docs_dir: Path, png_name, com
 
 def update_readme(readme: Path, block: str, docs_dir: Path) -> bool:
     """Replace the README's results block (between the markers); False where it has none."""
-    from ..atomic import write_bytes_atomic
 
     text = Path(readme).read_text(encoding="utf-8")
     if not _BLOCK.search(text):
@@ -265,7 +260,6 @@ def update_readme(readme: Path, block: str, docs_dir: Path) -> bool:
 
 def write(report: Report, results_dir: Path, docs_dir: Path, readme: Path | None) -> list[str]:
     """Write every output (atomically, one by one); returns what was written."""
-    from ..atomic import write_bytes_atomic
 
     results_dir, docs_dir = Path(results_dir), Path(docs_dir)
     for d in (results_dir, docs_dir):
@@ -302,8 +296,6 @@ def run(
     refine: Sequence[str] = (),
 ) -> list[str]:
     """``imgcodec report``: resolve the default paths, build the report, write it; lines to print."""
-    from ..errors import InputError
-    from ..models.store import repo_root
 
     data_path = Path(data)
     if not data_path.is_dir():

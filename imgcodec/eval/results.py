@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import write_bytes_atomic
 from ..errors import InputError
 
 FORMAT = "imgcodec-results/1"
@@ -105,8 +106,6 @@ class Results:
         return json.dumps(_finite(self.to_dict()), indent=1, allow_nan=False) + "\n"
 
     def save(self, path: Path, force: bool = False) -> None:
-        from ..atomic import write_bytes_atomic
-
         write_bytes_atomic(Path(path), self.to_json().encode("utf-8"), force=force)
 
     def curve(self, source: str = "") -> "Curve":

@@ -31,8 +31,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic import check_writable, write_bytes_atomic
+from ..codec import ratecontrol
+from ..codec.imageio import CanonicalImage, load_rgb_array
 from ..errors import CodecError, InputError
+from . import baselines
+from .evaluate import bpp, ms_ssim, psnr
 
 DEFAULT_CODECS = ("jpeg", "webp", "avif")
 # The Pillow quality knob each classical codec is searched over, ascending (file size grows with it).
@@ -87,7 +93,6 @@ class PhotoComparison:
 
 def check_codecs(codecs: Sequence[str]) -> list[str]:
     """The classical codecs by name, each one that can be searched by quality and is available."""
-    from . import baselines
 
     names = []
     for name in codecs:
@@ -102,8 +107,6 @@ def check_codecs(codecs: Sequence[str]) -> list[str]:
 
 
 def _scored(key: str, label: str, quality, data: bytes, decoded: np.ndarray, original: np.ndarray) -> Coded:
-    from .evaluate import bpp, ms_ssim, psnr
-
     h, w = original.shape[:2]
     return Coded(key, label, quality, data, decoded, bpp(len(data), w, h), psnr(original, decoded),
                  ms_ssim(original, decoded))
@@ -113,10 +116,8 @@ def compare_photo(path: Path, size: int | None = None, bpp: float | None = None,
                   refine: int = 0, codecs: Sequence[str] = DEFAULT_CODECS, device: str = "cpu",
                   rgb: np.ndarray | None = None) -> PhotoComparison:
     """Every codec's file of the photo at ``path`` (or of ``rgb``) that fits ``size`` bytes or ``bpp``."""
+    # deferred: torch loads once the codecs are checked
     from ..codec import api as codec
-    from ..codec import ratecontrol
-    from ..codec.imageio import CanonicalImage, load_rgb_array
-    from . import baselines
 
     path = Path(path)
     if rgb is None:
@@ -143,7 +144,6 @@ def compare_photo(path: Path, size: int | None = None, bpp: float | None = None,
 
 def compare(paths: Sequence[Path], size: int | None = None, bpp: float | None = None, **kw) -> list[PhotoComparison]:
     """``compare_photo`` for each photo; every photo is read first, so a bad one stops before any coding."""
-    from ..codec.imageio import load_rgb_array
 
     if not paths:
         raise InputError("no photos to compare")
@@ -214,8 +214,6 @@ def figures(comparisons: Sequence[PhotoComparison]) -> list[dict]:
 
 
 def _png(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(rgb, "RGB").save(buf, format="PNG")
     return buf.getvalue()
@@ -377,8 +375,6 @@ The slider shows the left image left of the handle and the right image right of 
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
@@ -388,7 +384,6 @@ def _font(size: int):
 def crop_grid(comparisons: Sequence[PhotoComparison], zoom: int = ZOOM):
     """A ``PIL.Image``: a row per photo, the detail crop of the original and of every codec, enlarged
     ``zoom`` times without smoothing, with its figures below."""
-    from PIL import Image, ImageDraw
 
     font = _font(13)
     pad, line = 8, 16
@@ -426,7 +421,6 @@ def grid_png(comparisons: Sequence[PhotoComparison], zoom: int = ZOOM) -> bytes:
 def run(photos: Sequence[Path], output: Path, size: int | None = None, bpp: float | None = None,
         png: Path | None = None, force: bool = False, zoom: int = ZOOM, **kw) -> list[str]:
     """Compare, write the page (and the PNG grid); the lines to print."""
-    from ..atomic import check_writable, write_bytes_atomic
 
     outputs = [Path(output)] + ([Path(png)] if png else [])
     if len(set(outputs)) != len(outputs):

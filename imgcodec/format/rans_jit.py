@@ -115,6 +115,7 @@ def _run(words: np.ndarray, tables, index: np.ndarray, plane: int) -> np.ndarray
 
 
 def _build():
+    # deferred: numba costs about 0.7 s to import: only when the compiled decoder is wanted
     from numba import njit
 
     # The constants are arguments, not globals: numba's disk cache is keyed on this file alone.

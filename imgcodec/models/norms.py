@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
+from .compressai_parts import GDN
 
 LayerFactory = Callable[..., nn.Module]
 
@@ -84,14 +85,10 @@ def get_norm(name: str) -> NormSpec:
 
 
 def _gdn(channels: int, **_: object) -> nn.Module:
-    from compressai.layers import GDN
-
     return GDN(channels, inverse=False)
 
 
 def _igdn(channels: int, **_: object) -> nn.Module:
-    from compressai.layers import GDN
-
     return GDN(channels, inverse=True)
 
 

@@ -209,6 +209,7 @@ def save_checkpoint(model, path: Path, **meta: object) -> str:
 
     The caller has run ``model.update(force=True)`` so the CDF tables are current.
     """
+    # deferred: safetensors.torch imports torch: only reading or writing weights needs it
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -225,6 +226,7 @@ def read_checkpoint(path: Path, expected_sha256: str | None = None):
     The bytes are hashed before they are parsed, and only the safetensors parser ever sees them:
     a pickle (or anything else) offered as a checkpoint is refused, never executed.
     """
+    # deferred: safetensors.torch imports torch: only reading or writing weights needs it
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -343,9 +345,7 @@ def _safetensors_metadata(data: bytes) -> dict:
 
 
 def model_from_tensors(tensors: dict, config: ModelConfig):
-    from . import _light
-
-    _light.load()  # compressai without its data sets (see _light.py)
+    # deferred: torch and compressai: only building a model needs them (the CLI checks names first)
     from .registry import build_model
 
     model = build_model(config)

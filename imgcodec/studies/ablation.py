@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import Sequence
 
 from ..atomic import write_bytes_atomic
+from ..codec.imageio import find_images
 from ..errors import CodecError, InputError
+from ..eval.bdrate import compare
+from ..eval.evaluate import dataset_info, evaluate_model, load_images
+from ..eval.plot import plot
+from ..eval.results import Results, ResultsError, load
+from ..models import store
 from ..models.config import ModelConfig
 from ..models.store import Store
 
@@ -55,6 +61,7 @@ def variant_name(norm: str) -> str:
 
 
 def default_norms() -> tuple[str, ...]:
+    # deferred: norms imports torch: planning a study needs none
     from ..models.norms import NORMS
 
     return (REFERENCE, *sorted(n for n in NORMS if n != REFERENCE))
@@ -112,7 +119,7 @@ def variant_config(norm: str, N: int | None = None, M: int | None = None) -> Mod
     GroupNorm's group count must divide the width: a narrower study keeps the config's groups where
     they divide N and otherwise takes gcd(groups, N) (recorded in the config it trains).
     """
-    from ..models import store
+    # deferred: norms imports torch: planning a study needs none
     from ..models.norms import get_norm
 
     get_norm(norm)
@@ -160,6 +167,7 @@ def config_toml(config: ModelConfig) -> str:
 
 
 def _norm_list(names: Sequence[str]) -> list[str]:
+    # deferred: norms imports torch: planning a study needs none
     from ..models.norms import get_norm
 
     out = []
@@ -196,7 +204,6 @@ def plan(opts: StudyOptions) -> list[Run]:
 
 def folder_digest(folder: Path) -> dict:
     """Names the image set by its files' names and bytes (the same data for every run)."""
-    from ..codec.imageio import find_images
 
     files = find_images(folder)
     if not files:
@@ -250,11 +257,11 @@ def _check_folders(opts: StudyOptions) -> None:
 
 def run_study(opts: StudyOptions, log=print) -> dict:
     """Train and evaluate every run not done yet, then write the curves, tables and plot."""
-    from ..eval.evaluate import dataset_info, load_images
 
     _check_folders(opts)
     runs = plan(opts)
     if opts.threads:  # evaluation too, also of a run trained earlier
+        # deferred: torch only to train
         import torch
 
         torch.set_num_threads(opts.threads)
@@ -294,6 +301,7 @@ def _point_settings(path: Path) -> tuple[dict, str] | None:
 
 def train_run(run: Run, config: ModelConfig, settings: dict, opts: StudyOptions, work: Path, home: Path) -> Path:
     """Train one run (or continue it); returns its final checkpoint."""
+    # deferred: the trainer imports torch
     from ..train import TrainOptions, train
 
     folder = work / run.key
@@ -331,8 +339,6 @@ def train_run(run: Run, config: ModelConfig, settings: dict, opts: StudyOptions,
 
 def evaluate_run(run: Run, settings: dict, opts: StudyOptions, work: Path, point: Path) -> dict:
     """Evaluate a trained run on the evaluation images with real bitstreams; writes ``point``."""
-    from ..eval.evaluate import evaluate_model
-    from ..models import store
 
     final = work / run.key / "final.safetensors"
     loaded = store.load_checkpoint_file(final)
@@ -353,14 +359,11 @@ def evaluate_run(run: Run, settings: dict, opts: StudyOptions, work: Path, point
 
 
 def load_points(out: Path) -> list:
-    from ..eval.results import load
-
     return [load(p) for p in sorted((Path(out) / "points").glob("*.json"))]
 
 
 def merge_curves(points: list) -> dict:
     """One ``Results`` per (norm, batch size): its rate points' per-image rows together."""
-    from ..eval.results import Results
 
     groups: dict[str, list] = {}
     for p in points:
@@ -404,8 +407,6 @@ def _rd_cost(point) -> float:
 
 def _bd(anchor, curve) -> tuple[float | None, float | None, str]:
     """(BD-rate %, BD-PSNR dB, note) of ``curve`` against ``anchor`` (``Results``)."""
-    from ..eval.bdrate import compare
-    from ..eval.results import ResultsError
 
     try:
         (row,) = compare([curve.curve()], anchor.curve())
@@ -433,6 +434,7 @@ def report(out: Path, runs: Sequence[Run] = (), main_batch: int | None = None, s
     ``study``: the settings every run shares (``STUDY_KEYS``); points of another study left in the
     folder are then ignored (and named) instead of mixed in.
     """
+    # deferred: norms imports torch: planning a study needs none
     from ..models.norms import NORMS
 
     out = Path(out)
@@ -501,8 +503,6 @@ def report(out: Path, runs: Sequence[Run] = (), main_batch: int | None = None, s
     write_bytes_atomic(out / "summary.md", md.encode("utf-8"), force=True)
     plottable = [c.curve() for c in main.values() if len(c.results["quality"]) >= 2]
     if plottable:
-        from ..eval.plot import plot
-
         title = (f"Normalization ablation on {first.dataset.get('name', '?')} "
                  f"(N={study['N']}, M={study['M']}, batch {main_batch}, "
                  + (f"{study['steps']} steps)" if study["steps"] else f"{study['minutes']} min)"))
@@ -521,7 +521,7 @@ def ship(out: Path, work: Path | None = None, log=print, into: Store | None = No
     and budget) and carries the run's Kodak-style figures from that evaluation.  ``into``: the store
     to ship into (default: ``default_store()``).
     """
-    from ..models import store
+    # deferred: the trainer imports torch
     from ..train import ship_checkpoint
 
     out = Path(out)

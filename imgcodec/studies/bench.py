@@ -20,6 +20,8 @@ Sections (``--sections``, all by default):
 * ``train``: training throughput (images/s) at the recipe's patch and batch size.
 
 Timings are medians; with other work on the machine only the ratios measured in one run mean much.
+Each section imports torch, the codec and its peers inside its own function (deferred on purpose):
+the scaling section's child processes and a run of a few sections load only what they time.
 """
 
 from __future__ import annotations

@@ -33,16 +33,22 @@ import hashlib
 import json
 import random
 import re
+import resource
 import select
 import signal
 import struct
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..format import bitstream
+from ..format.bitstream import DEFAULT_MAX_PIXELS
+from ..models import store
 
 MAGIC = b"IMGC"
 DEFAULT_CPU_LIMIT = 20.0  # seconds of CPU per input
@@ -246,12 +252,14 @@ def generate(seed: int, index: int, seeds: list[bytes], foreign: list[bytes]) ->
 
 
 def _seed_images():
+    # deferred: the parent process stays free of numpy, Pillow and torch (only workers import them)
     import numpy as np
 
     rng = np.random.default_rng(7)
     yy, xx = np.mgrid[0:32, 0:48]
     rgb = np.stack([(xx * 5) % 256, (yy * 7) % 256, (xx + yy) * 3 % 256], -1).astype(np.uint8)
     rgb = np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
+    # deferred: the parent process stays free of numpy, Pillow and torch (only workers import them)
     from PIL import Image
 
     alpha = Image.fromarray((xx * 5 % 256).astype(np.uint8), "L")
@@ -271,12 +279,14 @@ def _seed_images():
 
 def make_seeds() -> tuple[list[bytes], list[bytes]]:
     """(valid seed files, foreign files) — see the module docstring."""
+    # deferred: the parent process stays free of numpy, Pillow and torch (only workers import them)
     import torch
 
+    # deferred: the parent process stays free of numpy, Pillow and torch (only workers import them)
     from ..codec import api as codec
     from ..codec.imageio import canonicalize
-    from ..format import bitstream
-    from ..models import store
+
+    # deferred: the parent process stays free of numpy, Pillow and torch (only workers import them)
     from ..models.registry import build_model
 
     loaded = store.load_shipped()
@@ -320,8 +330,8 @@ def _read_exact(stream, n: int) -> bytes | None:
 
 def check(data: bytes, max_pixels) -> dict:
     """Decode one input in this process and classify the outcome (never raises)."""
+    # deferred: only a worker process imports the codec (torch)
     import imgcodec
-    from imgcodec import bitstream
 
     t0, c0 = time.perf_counter(), time.process_time()
     result: dict = {}
@@ -350,10 +360,8 @@ def check(data: bytes, max_pixels) -> dict:
 
 
 def worker_main(mem_limit: int, max_pixels) -> None:
-    import resource
-    import warnings
-
     warnings.simplefilter("ignore")
+    # deferred: only a worker process imports torch
     import torch
 
     torch.set_num_threads(1)
@@ -525,8 +533,6 @@ def main(argv=None) -> int:
         max_pixels = "default"
     if args.worker:
         if max_pixels == "default":
-            from ..format.bitstream import DEFAULT_MAX_PIXELS
-
             max_pixels = DEFAULT_MAX_PIXELS
         worker_main(args.mem_limit, max_pixels)
         return 0
