@@ -1,4 +1,6 @@
-"""imgcodec — a learned image codec (Ballé factorized prior with GDN) that writes a real bitstream.
+"""imgcodec — a learned image codec that writes a real, documented bitstream: the factorized-prior,
+scale-hyperprior (with gain units for a continuous quality) and mean-scale-hyperprior models of Ballé
+et al. and Minnen et al., with a registry of normalization layers (GDN by default).
 
     >>> import imgcodec
     >>> data = imgcodec.encode("photo.png", quality=4)
@@ -7,8 +9,8 @@
 Importing this package does not import torch; the first ``encode``/``decode`` does.
 """
 
+from .codec import pillow_plugin as _pillow_plugin  # noqa: F401 - Image.open/save of imgcodec files (no Pillow import yet)
 from .errors import BitstreamError, CodecError, InputError, ModelError, OutputError
-from . import pillow_plugin as _pillow_plugin  # noqa: F401 - Image.open/save of imgcodec files (no Pillow import yet)
 
 __version__ = "0.1.0"
 
@@ -25,7 +27,7 @@ __all__ = [
 
 
 def encode(image, quality=None, model=None, device="cpu", target_size=None, target_bpp=None, refine=0,
-           metadata="all", to_srgb=False) -> bytes:
+           metadata="all", to_srgb=False, store=None) -> bytes:
     """Compress an image to the bytes of an imgcodec file.
 
     ``image``: a path, a ``PIL.Image``, a numpy array, the bytes of an image file or a binary file
@@ -34,19 +36,24 @@ def encode(image, quality=None, model=None, device="cpu", target_size=None, targ
     ``refine``: steps of encoder-side refinement (a smaller file for its quality, a slower encode).
     ``metadata``: what the file keeps, ``"all"`` (ICC profile, EXIF, XMP), ``"icc"`` or ``"none"``;
     ``to_srgb``: convert a colour-managed image's pixels to sRGB and keep no profile.
+    ``store``: a ``models.store.Store`` to take the model from (default: this installation's, or
+    ``$IMGCODEC_HOME``).
     """
-    from .imageio import read_image
+    from .codec.imageio import read_image  # deferred: Pillow and numpy (``import imgcodec`` stays light)
 
     img = read_image(image, metadata, to_srgb)  # a bad input is refused before torch is imported
-    from .codec import encode as _encode
+    # deferred: torch loads here, once the input is known to be good
+    from .codec.api import encode as _encode
 
     return _encode(img, quality=quality, model=model, device=device, target_size=target_size, target_bpp=target_bpp,
-                   refine=refine)
+                   refine=refine, store=store)
 
 
 def decode(data, device="cpu", **kwargs):
     """Decode an imgcodec file — its bytes, a path or a binary file object — to a ``PIL.Image``
-    (original size and mode; its ICC profile, EXIF and XMP in ``img.info`` when the file has them)."""
-    from .codec import decode as _decode
+    (original size and mode; its ICC profile, EXIF and XMP in ``img.info`` when the file has them).
+    ``store=``: as for ``encode``."""
+    # deferred: torch loads here
+    from .codec.api import decode as _decode
 
     return _decode(data, device=device, **kwargs)

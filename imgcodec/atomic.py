@@ -18,7 +18,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, BinaryIO
+from typing import BinaryIO, Callable, Iterator
 
 from .errors import OutputError
 

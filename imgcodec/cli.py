@@ -1,7 +1,8 @@
 """The ``imgcodec`` command line: thin click commands over the Python API.
 
-Nothing heavy is imported at start-up (``imgcodec --help`` must not import torch); each command
-imports what it needs.  Every ``CodecError`` becomes one line on stderr and exit status 1.
+Nothing heavy is imported at start-up (``imgcodec --help`` must not import torch or numpy): every
+import inside a command's function below is deferred on purpose, so each command loads only what it
+needs, after its arguments are checked.  Every ``CodecError`` becomes one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _outputs(inputs: tuple[str, ...], output_dir: str | None, suffix: str, what:
     """Pair inputs with outputs: ``IN OUT`` or ``IN... -o DIR`` (``-``: stdin / stdout, single file only)."""
     if output_dir is None:
         if len(inputs) != 2:
-            raise click.UsageError(f"give INPUT OUTPUT, or several inputs with -o/--output-dir DIR")
+            raise click.UsageError("give INPUT OUTPUT, or several inputs with -o/--output-dir DIR")
         return [(Path(inputs[0]), Path(inputs[1]))]
     if STREAM in inputs:
         raise click.UsageError("'-' (standard input) is for a single file: give - OUTPUT")
@@ -96,7 +97,7 @@ def _run_batch(pairs, work, label: str) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imgcodec")
 def cli() -> None:
-    """imgcodec — a learned image codec (Ballé factorized prior with GDN)."""
+    """imgcodec — a learned image codec: factorized-prior, scale-hyperprior and mean-scale models."""
 
 
 @cli.command()
@@ -118,15 +119,15 @@ def cli() -> None:
               help="Overwrite existing outputs (never an input, never a read-only file; a symlink's target is replaced).")
 def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, metadata, to_srgb, device, force):
     """Compress an image: `encode IN.png OUT.bin`, or `encode A.png B.jpg -o DIR` (`-`: stdin / stdout)."""
-    from . import store
     from .atomic import check_writable, write_bytes_atomic
-    from .imageio import read_image
+    from .codec.imageio import read_image
+    from .models import store
 
     if sum(v is not None for v in (quality, target_size, target_bpp)) > 1:
         raise click.UsageError("give one of -q/--quality, --target-size and --target-bpp")
     targets = {}
     if target_size is not None:
-        from .ratecontrol import parse_size
+        from .codec.ratecontrol import parse_size
 
         try:
             targets["target_size"] = parse_size(target_size)
@@ -144,7 +145,7 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
         img = read_image(_read_stdin() if _is_stream(src) else src, metadata, to_srgb)
         if not _is_stream(dst):
             check_writable(dst, force, inputs=[src])
-        from . import codec  # torch loads here, once the input is known to be good
+        from .codec import api as codec  # torch loads here, once the input is known to be good
 
         data = codec.encode(img, quality=quality, model=model, device=_check_device(device), refine=refine, **targets)
         if _is_stream(dst):
@@ -170,9 +171,10 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
 @click.option("--no-size-cap", is_flag=True, help="Decode images larger than the default pixel cap.")
 def decode(inputs, output_dir, fmt, device, force, no_size_cap):
     """Decompress: `decode IN.bin OUT.png` (format from the extension), or `decode A.bin -o DIR` (`-`: stdin / stdout)."""
-    from . import bitstream, store
     from .atomic import check_writable, write_bytes_atomic
-    from .imageio import image_bytes, output_format, read_input_bytes
+    from .codec.imageio import image_bytes, output_format, read_input_bytes
+    from .format import bitstream
+    from .models import store
 
     pairs = _outputs(inputs, output_dir, "." + fmt, "output")
     cap = None if no_size_cap else bitstream.DEFAULT_MAX_PIXELS
@@ -187,7 +189,7 @@ def decode(inputs, output_dir, fmt, device, force, no_size_cap):
             raise type(exc)(f"this file needs model {header.model!r} quality {header.quality}: {exc}") from None
         if not _is_stream(dst):
             check_writable(dst, force, inputs=[src])
-        from . import codec
+        from .codec import api as codec
 
         img = codec.decode(data, device=_check_device(device), max_pixels=cap)
         out = image_bytes(img, fmt=image_format)
@@ -203,9 +205,8 @@ def decode(inputs, output_dir, fmt, device, force, no_size_cap):
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 def info(files):
     """Show the header of imgcodec files: model, weights, quality, size, mode, bytes, bpp."""
-    from .bitstream import unpack
-
-    from .imageio import read_input_bytes
+    from .codec.imageio import read_input_bytes
+    from .format.bitstream import unpack
 
     for name in files:
         s = unpack(_read_stdin() if name == STREAM else read_input_bytes(name), max_pixels=None)
@@ -225,12 +226,13 @@ def info(files):
 @cli.command()
 def models():
     """List the models, their qualities (λ) and which have shipped weights."""
-    from . import store
+    from .models import store
 
     for name, cfg in store.available_configs().items():
         shipped = set(store.shipped_qualities(name))
         hyper = "" if cfg.hyper_N is None else f", hyper_N={cfg.hyper_N}"
-        click.echo(f"{name}: {cfg.description} (norm {cfg.norm}, N={cfg.N}, M={cfg.M}{hyper}, default quality {cfg.default_quality})")
+        click.echo(f"{name}: {cfg.description} (norm {cfg.norm}, N={cfg.N}, M={cfg.M}{hyper}, "
+                   f"default quality {cfg.default_quality})")
         if cfg.continuous:
             click.echo(f"  continuous quality {cfg.qualities.start}..{cfg.qualities.stop - 1} (hundredths), one set of weights")
         for q in cfg.qualities:
@@ -252,14 +254,16 @@ def models():
 @click.option("--minutes", type=float, help="Wall-clock budget (the lr decays at the recipe's fraction of it).")
 @click.option("--steps", type=int, help="Step budget instead of --minutes.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/state.safetensors if it exists.")
-@click.option("--init", type=click.Path(exists=True, dir_okay=False), help="Start from this checkpoint: all of it for the same model; for a wider one, its transforms "
+@click.option("--init", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this checkpoint: all of it for the same model; for a wider one, its transforms "
               "widened as the same function; for a mean-scale from a scale hyperprior, grown; otherwise "
-              "g_a/g_s only (autoencoders.init_from).")
+              "g_a/g_s only (models.growth.init_from).")
 @click.option("--batch-size", type=int)
 @click.option("--patch", type=int, help="Crop size (multiple of 16).")
 @click.option("--lr", type=float)
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (state, metrics.csv, final.safetensors).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder (state, metrics.csv, final.safetensors).")
 @click.option("--checkpoint-seconds", type=float, default=120.0, show_default=True)
 @click.option("--val-every", type=int, default=1000, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
@@ -279,7 +283,8 @@ def models():
 @click.option("--ship", is_flag=True, help="Copy the final weights into checkpoints/ and the manifest.")
 def train(**kw):
     """Train one rate point (also under `torchrun --nproc_per_node=N`)."""
-    from .train import TrainOptions, train as run
+    from .train import TrainOptions
+    from .train import train as run
 
     _check_device(kw["device"])
     kw["data"] = [Path(d) for d in kw["data"]]
@@ -291,7 +296,7 @@ def train(**kw):
     click.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
 
 
-# --- evaluation commands (issue 5) ---
+# --- evaluation commands ---
 
 
 def _comma_list(values: tuple[str, ...]) -> list[str]:
@@ -315,7 +320,7 @@ def _comma_list(values: tuple[str, ...]) -> list[str]:
 def eval_command(model, checkpoint, qualities, data, output, limit, name, refine, device, force):
     """Measure a learned model on real bitstreams: bpp, PSNR, MS-SSIM, times per image and quality."""
     from .atomic import check_writable
-    from .evaluate import evaluate_model, format_summary, parse_qualities
+    from .eval.evaluate import evaluate_model, format_summary, parse_qualities
 
     check_writable(Path(output), force)
     res = evaluate_model(Path(data), model=model, qualities=parse_qualities(qualities),
@@ -335,9 +340,9 @@ def eval_command(model, checkpoint, qualities, data, output, limit, name, refine
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing results file.")
 def baseline(codec, qualities, data, output, limit, force):
     """Measure a classical codec through Pillow, in the same results schema as `eval`."""
-    from . import baselines
     from .atomic import check_writable
-    from .evaluate import format_summary
+    from .eval import baselines
+    from .eval.evaluate import format_summary
 
     baselines.get(codec).check_available()
     check_writable(Path(output), force)
@@ -356,8 +361,8 @@ def baseline(codec, qualities, data, output, limit, force):
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing PNG.")
 def plot(files, anchors, metric, output, title, xmax, force):
     """Draw rate–distortion curves of results files (and published anchors) to a PNG."""
-    from .plot import plot as draw
-    from .results import load_all
+    from .eval.plot import plot as draw
+    from .eval.results import load_all
 
     draw(load_all([*files, *anchors]), Path(output), metric=metric, title=title, xmax=xmax, force=force)
     click.echo(f"wrote {output}")
@@ -372,9 +377,9 @@ def plot(files, anchors, metric, output, title, xmax, force):
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 def compare(files, anchor, anchors, metric, output, force):
     """Bjøntegaard BD-rate and BD-PSNR of every curve against one, as a Markdown table."""
-    from . import bdrate
     from .atomic import check_writable, write_bytes_atomic
-    from .results import dataset_note, find_curve, load_all
+    from .eval import bdrate
+    from .eval.results import dataset_note, find_curve, load_all
 
     if output:
         check_writable(Path(output), force)
@@ -400,7 +405,7 @@ def data_group():
 @click.option("-f", "--force", is_flag=True, help="Replace files that are not the expected images.")
 def data_kodak(dest, url, timeout, force):
     """Download the 24 Kodak images into DEST and verify their sha256."""
-    from . import datasets
+    from .eval import datasets
 
     rep = datasets.download_kodak(Path(dest), base_url=url or datasets.KODAK_URL, force=force, timeout=timeout)
     click.echo(f"{dest}: {len(rep.downloaded)} downloaded, {len(rep.present)} already present, all verified")
@@ -412,7 +417,8 @@ def data_kodak(dest, url, timeout, force):
 @click.option("--model", "models", multiple=True, help="Models to report (default: every shipped one).")
 @click.option("--codec", "codecs", multiple=True, help="Baselines (default: jpeg, webp, avif).")
 @click.option("--anchor", default="jpeg", show_default=True, help="Curve the BD-rates are taken against.")
-@click.option("--anchors", type=click.Path(dir_okay=False), help="Published curves (default: results/anchors/kodak.json for Kodak).")
+@click.option("--anchors", type=click.Path(dir_okay=False),
+              help="Published curves (default: results/anchors/kodak.json for Kodak).")
 @click.option("--results-dir", type=click.Path(file_okay=False), help="Default: results/<data folder name>.")
 @click.option("--docs-dir", type=click.Path(file_okay=False), help="Default: docs.")
 @click.option("--readme", help="README whose results block to rewrite (default: README.md; 'none': skip).")
@@ -422,14 +428,14 @@ def data_kodak(dest, url, timeout, force):
               help="Also report MODEL encoded with STEPS steps of encoder-side refinement (repeatable).")
 def report(**kw):
     """Evaluate shipped models and baselines, draw the R-D plot, write docs/results.md and the README block."""
-    from . import report as rp
+    from .eval import report as rp
 
     kw["device"] = _check_device(kw["device"])
     for line in rp.run(**kw):
         click.echo(line)
 
 
-# --- normalization ablation (issue 6) ---
+# --- normalization ablation ---
 
 @cli.command()
 @click.option("--data", type=click.Path(exists=True, file_okay=False),
@@ -458,11 +464,12 @@ def report(**kw):
 @click.option("--only", multiple=True, help="Only these runs (NORM-qQ-bB) or norms: one shard of the study.")
 @click.option("--report-only", is_flag=True, help="Only rebuild curves, tables and plot from the evaluated runs.")
 @click.option("--ship", is_flag=True,
-              help="After the study, ship its main-axis weights (all norms but gdn) into checkpoints/ as the variants' rate points.")
+              help="After the study, ship its main-axis weights (all norms but gdn) into checkpoints/ "
+                   "as the variants' rate points.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 def ablation(**kw):
     """Normalization ablation: train every norm under one budget, evaluate, BD-rate against gdn (resumable)."""
-    from . import ablation as ab
+    from .studies import ablation as ab
 
     lists = {k: _comma_list(kw.pop(k)) for k in ("norms", "qualities", "batch_sizes", "batch_norms", "batch_qualities", "only")}
     ship = kw.pop("ship")
@@ -495,7 +502,7 @@ def ablation(**kw):
         ab.ship(opts.out, opts.work, log=click.echo)
 
 
-# --- benchmarks (issue 8) ---
+# --- benchmarks ---
 
 
 @cli.command()
@@ -509,7 +516,8 @@ def ablation(**kw):
 @click.option("--threads", type=int, help="Torch threads (default: torch's, all cores).")
 @click.option("--sections", multiple=True, help="Some of: peer, split, flops, techniques, cli, scaling, train (default: all).")
 @click.option("--scaling-mp", help="Image sizes of the scaling section in megapixels, e.g. 0.1,1,4 (default: 0.1 … 24).")
-@click.option("--cli-images", type=int, default=24, show_default=True, help="Images in the one-call command-line timing (0: time --help only).")
+@click.option("--cli-images", type=int, default=24, show_default=True,
+              help="Images in the one-call command-line timing (0: time --help only).")
 @click.option("--train-steps", type=int, default=8, show_default=True, help="Steps of the training-throughput run.")
 @click.option("--train-data", type=click.Path(exists=True, file_okay=False), help="Training images (default: --data).")
 @click.option("--clock", type=click.Choice(["cpu", "wall"]),
@@ -520,7 +528,7 @@ def bench(qualities, sections, scaling_mp, json_out, compile_, **kw):
     """Speed and memory against compressai's own pipeline, CLI times, scaling, training throughput."""
     import json
 
-    from . import bench as b
+    from .studies import bench as b
 
     opts = b.BenchOptions(qualities=list(qualities) or None, compile=not compile_, **kw)
     if sections:
@@ -561,8 +569,8 @@ def bench(qualities, sections, scaling_mp, json_out, compile_, **kw):
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 def compare_images(photos, size, bpp, output, png, zoom, codecs, model, refine, device, force):
     """Look at imgcodec, JPEG, WebP and AVIF at equal file size: an HTML page with a slider and zoom."""
-    from . import visual
-    from .ratecontrol import parse_size
+    from .codec.ratecontrol import parse_size
+    from .eval import visual
 
     if (size is None) == (bpp is None):
         raise click.UsageError("give one of --size and --bpp")

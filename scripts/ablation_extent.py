@@ -6,7 +6,8 @@ and BatchNorm at inference act on each position alone.
 For every main-axis run of one quality, this cuts each evaluation image into non-overlapping tiles of
 each size, codes every tile on its own (quantized latents, exactly what the decoder reconstructs),
 puts the tiles back together and reports the mean PSNR over the images, next to the whole image
-coded at once (Kodak's 768×512 is a multiple of every tile size, so both cover the same pixels).  Writes OUT/extent.json and prints a markdown table.
+coded at once (Kodak's 768×512 is a multiple of every tile size, so both cover the same pixels).
+Writes OUT/extent.json and prints a markdown table.
 
     python scripts/ablation_extent.py results/ablation --eval ../shared/data/kodak -q 4
 """
@@ -20,19 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgcodec import codec, store
-from imgcodec.ablation import load_points
 from imgcodec.atomic import write_bytes_atomic
-from imgcodec.evaluate import load_images, psnr
+from imgcodec.codec import tensors
+from imgcodec.eval.evaluate import load_images, psnr
+from imgcodec.models import store
+from imgcodec.studies.ablation import load_points
 
 TILES = (64, 128, 256)
 
 
 def reconstruct(model, rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
-    x = codec.array_to_tensor(np.ascontiguousarray(rgb))
-    x = codec.pad_image(x, -(-h // 16) * 16, -(-w // 16) * 16)
-    return codec.tensor_to_array(model.reconstruct(x)[..., :h, :w])
+    x = tensors.array_to_tensor(np.ascontiguousarray(rgb))
+    x = tensors.pad_image(x, -(-h // 16) * 16, -(-w // 16) * 16)
+    return tensors.tensor_to_array(model.reconstruct(x)[..., :h, :w])
 
 
 def tiled(model, rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

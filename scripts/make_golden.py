@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from test_golden import golden_input, golden_points  # noqa: E402
 
 import imgcodec  # noqa: E402
-from imgcodec import store  # noqa: E402
 
 
 def main() -> None:

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgcodec import codec, evaluate, store
+from imgcodec.codec import api as codec
+from imgcodec.eval import evaluate
+from imgcodec.models import store
 
 
 def measure(model, images, q) -> tuple[float, float]:

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from imgcodec import store
+from imgcodec.models import store
 
 
 def main(path: str) -> None:

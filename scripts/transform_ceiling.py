@@ -4,7 +4,7 @@ the coder rounds it, without the means of a mean-scale model), at every whole qu
 of images (the codec's own padded analysis and 8-bit synthesis, ``tiling``; 8-bit PSNR).
 
 Where the two are close, more rate cannot buy much more PSNR: the top of the curve is bound by what
-the transforms can reconstruct (docs/training.md, "Session 6").
+the transforms can reconstruct (docs/training.md).
 
     python scripts/transform_ceiling.py DIR [--model meanscale-gdn | --checkpoint FILE]
 """
@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgcodec import evaluate, store, tiling
+from imgcodec.codec import tiling
+from imgcodec.eval import evaluate
+from imgcodec.models import store
 
 
 @torch.no_grad()
@@ -39,7 +41,7 @@ def main() -> None:
     # a continuous model codes every quality; another checkpoint, its own
     qualities = loaded.config.qualities if loaded.config.continuous else [loaded.meta.get("quality")]
     for q in qualities:
-        gain, inverse = model.gains(q) if loaded.config.continuous else (None, None)
+        gain, inverse = model.gains(q)
         exact, rounded = [], []
         for im in images:
             y = tiling.analysis(model, im.rgb)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imgcodec import store
+from imgcodec.models import store
 from imgcodec.train import TrainOptions, train
 
 from conftest import ROOT, natural_image

@@ -13,13 +13,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from imgcodec import ablation, store
-from imgcodec.ablation import Run, StudyError, StudyOptions, plan, variant_config
 from imgcodec.cli import cli
-from imgcodec.config import ModelConfig
+from imgcodec.codec import tensors
 from imgcodec.errors import ModelError
-from imgcodec.norms import NORMS
-from imgcodec.results import Results
+from imgcodec.eval.results import Results
+from imgcodec.models import store
+from imgcodec.models.config import ModelConfig
+from imgcodec.models.norms import NORMS
+from imgcodec.studies import ablation
+from imgcodec.studies.ablation import Run, StudyError, StudyOptions, plan, variant_config
 
 from conftest import natural_image, run_cli
 
@@ -44,7 +46,7 @@ def test_narrow_study_keeps_groupnorm_valid():
     assert (cfg.N, cfg.M, cfg.norm_options["groups"]) == (8, 8, 8)
     assert "8 groups at N=8" in cfg.description
     assert variant_config("gn", N=64).norm_options["groups"] == 32
-    from imgcodec.autoencoders import build_model
+    from imgcodec.models.registry import build_model
 
     build_model(cfg)  # builds: the groups divide the width
 
@@ -57,21 +59,18 @@ def test_models_command_lists_every_variant():
 
 
 @pytest.fixture()
-def bare_home(tmp_path, monkeypatch):
+def bare_home(tmp_path):
     """A home with this checkout's model configs and no weights at all."""
     home = tmp_path / "home"
     shutil.copytree(store.models_dir(), home / "models")
     (home / "checkpoints").mkdir()
-    monkeypatch.setenv("IMGCODEC_HOME", str(home))
-    store.load_shipped.cache_clear()
-    yield home
-    store.load_shipped.cache_clear()
+    return home
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_variant_without_weights_is_a_clear_error(name, bare_home):
     with pytest.raises(ModelError, match=f"no trained weights for model 'factorized-{name}' quality 4"):
-        store.load_shipped(f"factorized-{name}", 4)
+        store.Store.at(bare_home).load_shipped(f"factorized-{name}", 4)
 
 
 def test_encode_with_untrained_variant_fails_in_one_line(bare_home, sample_path, tmp_path):
@@ -195,42 +194,44 @@ def test_tiny_study_runs_resumes_and_refuses_to_mix(tiny, tmp_path):
 
 
 def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tmp_path):
-    from imgcodec import codec
+    from imgcodec.codec import api as codec
 
+    home, installed = store.Store.at(bare_home), store.read_manifest()
     with pytest.raises(StudyError, match="no study summary"):
-        ablation.ship(tiny.out)
+        ablation.ship(tiny.out, into=home)
     shard = dataclasses.replace(tiny, only=("mabn-q2-b4",))
     ablation.run_study(shard, log=lambda _: None)
     with pytest.raises(StudyError, match="incomplete"):  # a shard's summary lists the runs still missing
-        ablation.ship(tiny.out)
+        ablation.ship(tiny.out, into=home)
     ablation.run_study(tiny, log=lambda _: None)
     logs: list[str] = []
-    shipped = ablation.ship(tiny.out, log=logs.append)
+    shipped = ablation.ship(tiny.out, log=logs.append, into=home)
     # the main axis (batch 4 here) but the reference: gdn's shipped weights are the product's own
     assert shipped == ["factorized-mabn-q2.safetensors", "factorized-mabn-q6.safetensors"]
     assert logs == ["shipped mabn-q2-b4 as checkpoints/factorized-mabn-q2.safetensors",
                     "shipped mabn-q6-b4 as checkpoints/factorized-mabn-q6.safetensors"]
     point = json.loads((tiny.out / "points" / "mabn-q6-b4.json").read_text())
-    entry = store.manifest_entry("factorized-mabn", 6)
+    entry = home.manifest_entry("factorized-mabn", 6)
     assert entry["sha256"] == point["settings"]["weights"]["6"]["sha256"] == store.sha256_file(
         bare_home / "checkpoints" / "factorized-mabn-q6.safetensors")
     assert entry["study"] == "normalization ablation (docs/ablation.md): N=8, M=8, batch 4, 2 steps"
     assert entry["eval"] == {"bpp": round(point["results"]["bpp"][0], 4),
                              "psnr": round(point["results"]["psnr-rgb"][0], 3)}
     assert entry["lambda"] == 0.0483 and entry["steps"] == 2
-    assert store.manifest_entry("factorized-gdn", 2) is None
+    assert home.manifest_entry("factorized-gdn", 2) is None
+    assert store.read_manifest() == installed  # the installation's store is untouched
 
     # the shipped variant encodes, and its file decodes (naming its model) to the encoder's reconstruction
     import torch
 
     rgb = natural_image(32, 48, seed=10)  # the first evaluation image, a multiple of 16
-    data = codec.encode(Image.fromarray(rgb), model="factorized-mabn", quality=6)
+    data = codec.encode(Image.fromarray(rgb), model="factorized-mabn", quality=6, store=home)
     assert codec.read_info(data).header.model == "factorized-mabn"
-    loaded = store.load_shipped("factorized-mabn", 6)
+    loaded = home.load_shipped("factorized-mabn", 6)
     assert (loaded.config.N, loaded.config.M) == (8, 8)  # the study's widths, from the checkpoint itself
     with torch.inference_mode():
-        expected = codec.tensor_to_array(loaded.model.reconstruct(codec.array_to_tensor(rgb)))
-    assert np.array_equal(np.asarray(codec.decode(data)), expected)
+        expected = tensors.tensor_to_array(loaded.model.reconstruct(tensors.array_to_tensor(rgb)))
+    assert np.array_equal(np.asarray(codec.decode(data, store=home)), expected)
     r = run_cli("models", env={"IMGCODEC_HOME": str(bare_home)})
     assert "  q6  lambda=0.0483  shipped (normalization ablation (docs/ablation.md): N=8, M=8, batch 4, 2 steps)" in r.stdout
     assert "  q4  lambda=0.013   not trained" in r.stdout
@@ -239,7 +240,7 @@ def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tm
     final = tiny.out / "runs" / "mabn-q2-b4" / "final.safetensors"
     final.write_bytes(final.read_bytes() + b" ")
     with pytest.raises(StudyError, match="is not the checkpoint that was evaluated for mabn-q2-b4"):
-        ablation.ship(tiny.out)
+        ablation.ship(tiny.out, into=home)
 
 
 def test_study_refuses_to_evaluate_on_training_images(tiny):

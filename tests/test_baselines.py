@@ -7,13 +7,14 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from test_evaluate import cli_error
+
+from imgcodec import CodecError, InputError
+from imgcodec.eval import baselines as bl
+from imgcodec.eval.evaluate import psnr
+from imgcodec.eval.results import load
 
 from conftest import natural_image, run_cli
-from test_evaluate import cli_error
-from imgcodec import CodecError, InputError
-from imgcodec import baselines as bl
-from imgcodec.evaluate import psnr
-from imgcodec.results import load
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgcodec.bdrate import bd_psnr, bd_rate, compare, markdown_table
-from imgcodec.results import Curve, NoOverlapError, ResultsError
+from imgcodec.eval.bdrate import bd_psnr, bd_rate, compare, markdown_table
+from imgcodec.eval.results import Curve, NoOverlapError, ResultsError
 
 # A JPEG-like curve: concave, unevenly spaced (the interpolation must not matter for the answers).
 RATE = [0.25, 0.4, 0.7, 1.1, 1.9, 3.0]
@@ -108,7 +108,7 @@ def test_compare_refuses_one_point_curves():
 
 
 def test_point_delta():
-    from imgcodec.bdrate import point_delta
+    from imgcodec.eval.bdrate import point_delta
 
     # On the straight anchor (1 bpp, 30 dB)–(4, 40) in (log R, PSNR): 35 dB costs 2 bpp, and 2 bpp gives 35 dB.
     d_rate, d_dist = point_delta([1, 4], [30, 40], 1.5, 35.0)

@@ -1,4 +1,4 @@
-"""The benchmark (issue 8) on a reduced set: it runs and prints (no timing assertions), and the
+"""The benchmark on a reduced set: it runs and prints (no timing assertions), and the
 codec's latents and pixels agree with compressai's own FactorizedPrior holding the same weights."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imgcodec import bench
+from imgcodec.studies import bench
 
 from conftest import SAMPLE, run_cli
 
@@ -45,7 +45,7 @@ def test_peer_identity_and_sections(reduced):
 
 
 def test_peer_holds_our_weights():
-    from imgcodec import store
+    from imgcodec.models import store
 
     loaded = store.load_shipped("factorized-gdn", store.load_config("factorized-gdn").default_quality)
     peer = bench.compressai_peer(loaded)
@@ -85,7 +85,7 @@ def test_unknown_section_is_a_usage_error():
 def test_cli_section_times_refusals_next_to_compressai_import(monkeypatch, tmp_path):
     """The command-line section runs the two refusals and reports them beside `import compressai`
     (the processes are stubbed here: the real timings are the bench's job, not the suite's)."""
-    from imgcodec import bench
+    from imgcodec.studies import bench
 
     calls = []
 

@@ -5,9 +5,9 @@ import zlib
 
 import pytest
 
-from imgcodec import bitstream
-from imgcodec.bitstream import Header, pack, unpack
 from imgcodec.errors import BitstreamError, CodecError
+from imgcodec.format import bitstream
+from imgcodec.format.bitstream import Header, pack, unpack
 
 HDR = Header(model="factorized-gdn", weights=bytes(range(8)), quality=4, width=257, height=129, mode="RGB")
 

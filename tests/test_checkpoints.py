@@ -12,9 +12,12 @@ import zlib
 
 import pytest
 
-from imgcodec import BitstreamError, ModelError, bitstream, store
+from imgcodec import BitstreamError, ModelError
+from imgcodec.format import bitstream
+from imgcodec.models import store
 
-from conftest import ROOT, run_main as run
+from conftest import ROOT
+from conftest import run_main as run
 
 GOOD = store.load_config("factorized-gdn")
 
@@ -70,7 +73,7 @@ def test_malformed_other_metadata(tmp_path, extra, message):
 def test_huge_widths_cost_no_memory_or_time(tmp_path):
     """N = M = 2000 in a 600-byte file: refused in a fraction of a second, in a few MB."""
     path = _checkpoint(tmp_path / "big.safetensors", _config(N=1000, M=1000, hyper_N=1000))
-    probe = ("import resource, sys, time\nfrom imgcodec import store, ModelError\nimport torch\n"
+    probe = ("import resource, sys, time\nfrom imgcodec import ModelError\nfrom imgcodec.models import store\nimport torch\n"
              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nt = time.perf_counter()\n"
              "try:\n    store.load_checkpoint_file(sys.argv[1])\nexcept ModelError as e:\n    print('refused', e)\n"
              "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")

@@ -1,15 +1,12 @@
 """The command line as a user meets it: outputs, exit codes, one-line errors, no partial files."""
 
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from imgcodec import bitstream
-
-from conftest import natural_image, run_cli, run_main as run
+from conftest import natural_image, run_cli
+from conftest import run_main as run
 
 
 @pytest.fixture()

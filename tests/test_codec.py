@@ -1,6 +1,5 @@
 """End-to-end coding through the Python API with the shipped weights."""
 
-import io
 import math
 
 import numpy as np
@@ -9,8 +8,11 @@ import torch
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, codec, store
+from imgcodec.codec import api as codec
+from imgcodec.codec import tensors
 from imgcodec.errors import BitstreamError, InputError, ModelError
+from imgcodec.format import bitstream
+from imgcodec.models import store
 
 from conftest import natural_image
 
@@ -45,11 +47,11 @@ def test_decoder_output_is_exactly_the_encoders_reconstruction(default_quality):
     """The bitstream decodes to exactly what the encoder reconstructed (lossless latents)."""
     arr = natural_image(70, 90, seed=3)
     loaded = store.load_shipped(MODEL, default_quality)
-    payload = codec.compress_rgb(loaded.model, arr)
-    decoded = codec.decompress_rgb(loaded.model, payload, 70, 90)
+    parts = codec.compress_latents(loaded.model, arr)
+    decoded = codec.decompress_latents(loaded.model, parts, 70, 90)
     with torch.inference_mode():
-        x = codec.pad_image(codec.array_to_tensor(arr), 80, 96)
-        expected = codec.tensor_to_array(loaded.model.reconstruct(x)[..., :70, :90])
+        x = tensors.pad_image(tensors.array_to_tensor(arr), 80, 96)
+        expected = tensors.tensor_to_array(loaded.model.reconstruct(x)[..., :70, :90])
     assert np.array_equal(decoded, expected)
 
 
@@ -118,7 +120,8 @@ def test_file_made_with_other_weights_is_refused():
     data = bytearray(imgcodec.encode(Image.fromarray(natural_image(16, 16)))[:-4])
     L = data[5]
     data[6 + L] ^= 0xFF  # another checkpoint's hash prefix
-    import struct, zlib
+    import struct
+    import zlib
 
     data += struct.pack(">I", zlib.crc32(bytes(data)))
     with pytest.raises(ModelError, match="other weights"):

@@ -10,9 +10,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import run_cli
 from imgcodec import CodecError, OutputError
-from imgcodec.datasets import DownloadError, download_kodak, kodak_checksums
+from imgcodec.eval.datasets import DownloadError, download_kodak, kodak_checksums
+
+from conftest import run_cli
 
 
 class QuietHandler(SimpleHTTPRequestHandler):

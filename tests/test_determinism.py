@@ -25,7 +25,9 @@ sys.path.insert(0, sys.argv[2])
 from conftest import natural_image
 from PIL import Image
 import imgcodec
-from imgcodec import bitstream, codec, rans, store, tiling
+from imgcodec.codec import api as codec, tiling
+from imgcodec.format import bitstream, rans
+from imgcodec.models import store
 
 out = {}
 img = Image.fromarray(natural_image(200, 296, seed=11))

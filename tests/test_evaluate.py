@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SAMPLE, natural_image, run_cli, run_main
 from imgcodec import InputError, ModelError
-from imgcodec import evaluate as ev
-from imgcodec.results import load
+from imgcodec.eval import evaluate as ev
+from imgcodec.eval.results import load
+
+from conftest import SAMPLE, natural_image, run_cli, run_main
 
 
 def test_psnr_of_a_known_perturbation():
@@ -94,7 +95,7 @@ def test_load_images(images, tmp_path):
 
 @pytest.fixture(scope="module")
 def shipped():
-    from imgcodec import store
+    from imgcodec.models import store
 
     qualities = store.shipped_qualities("factorized-gdn")
     if not qualities:
@@ -109,7 +110,7 @@ def shipped_result(images, shipped):
 
 def test_eval_learned_model_uses_real_bitstreams(images, shipped, shipped_result):
     import imgcodec
-    from imgcodec.imageio import load_rgb_array
+    from imgcodec.codec.imageio import load_rgb_array
 
     q = shipped[0]
     res = shipped_result
@@ -128,7 +129,7 @@ def test_eval_learned_model_uses_real_bitstreams(images, shipped, shipped_result
 
 
 def test_eval_checkpoint_file_matches_shipped(images, shipped, shipped_result, tmp_path):
-    from imgcodec import store
+    from imgcodec.models import store
 
     entry = store.manifest_entry("factorized-gdn", shipped[0])
     ckpt = tmp_path / "final.safetensors"
@@ -193,7 +194,7 @@ def test_eval_refuses_existing_output_before_work(capsys, tmp_path, images):
 
 
 def test_format_summary():
-    from imgcodec.results import Results
+    from imgcodec.eval.results import Results
 
     res = Results("m", "d", "learned", {}, {"name": "k", "images": 1}, [
         {"image": "a", "width": 1, "height": 1, "quality": 3, "bytes": 1, "bpp": 8.0, "psnr-rgb": 30.0,

@@ -1,6 +1,6 @@
-"""Decoder fuzzing (issue 7): a short seeded campaign, crafted hostile files, and the rANS decoder.
+"""Decoder fuzzing: a short seeded campaign, crafted hostile files, and the rANS decoder.
 
-The long campaign (≥ 100,000 inputs) is run by hand, ``python -m imgcodec.fuzz``; its command and
+The long campaign (≥ 100,000 inputs) is run by hand, ``python -m imgcodec.studies.fuzz``; its command and
 outcome are in docs/reliability.md.  Here a few hundred inputs of a fixed seed run through the same
 harness: a worker subprocess with an address-space limit and a watchdog, so a crash or a hang is a
 failed test, not a dead test run.
@@ -18,8 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imgcodec
-from imgcodec import bitstream, fuzz, rans, store
 from imgcodec.errors import BitstreamError, CodecError
+from imgcodec.format import bitstream, rans
+from imgcodec.models import store
+from imgcodec.studies import fuzz
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +161,7 @@ def test_rans_decoder_refuses_damaged_streams(entropy_bottleneck):
 
 def test_encoder_refuses_latents_compressai_cannot_code(monkeypatch):
     """NaN or huge latents (a diverged model) would hang compressai's encoder: a ModelError instead."""
-    from imgcodec import codec
+    from imgcodec.codec import api as codec
     from imgcodec.errors import ModelError
 
     model = store.load_shipped("factorized-gdn", store.load_config("factorized-gdn").default_quality).model
@@ -167,7 +169,7 @@ def test_encoder_refuses_latents_compressai_cannot_code(monkeypatch):
     for bad in (float("nan"), float(rans.MAX_LATENT)):
         monkeypatch.setattr(codec.tiling, "analysis", lambda *a, **k: torch.full((1, 96, 1, 1), bad))
         with pytest.raises(ModelError, match="out of range"):
-            codec.compress_rgb(model, rgb)
+            codec.compress_latents(model, rgb)
 
 
 def test_alpha_bomb_is_bounded(seeds):

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import imgcodec
-from imgcodec import store
+from imgcodec.models import store
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"

@@ -13,7 +13,7 @@ import tarfile
 import numpy as np
 from PIL import Image
 
-from imgcodec import store
+from imgcodec.models import store
 
 from conftest import ROOT, natural_image
 

@@ -1,4 +1,4 @@
-"""The scale-hyperprior model (issue 9): exact round trips, gain units and continuous quality, the
+"""The scale-hyperprior model: exact round trips, gain units and continuous quality, the
 exactness of the scale indexes, the checked decoder of its ŷ payload, and damaged or hostile files.
 
 Tiny models (N=16, M=24) trained for a few dozen steps in a private IMGCODEC_HOME
@@ -19,12 +19,17 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, fuzz, rans, store, tiling
-from imgcodec.autoencoders import HS_ACT_BITS, HS_WEIGHT_BITS, GainUnits, build_model, hyper_shape
-from imgcodec.codec import compress_latents, decompress_latents
-from imgcodec.config import ModelConfig
+from imgcodec.codec import tiling
+from imgcodec.codec.api import compress_latents, decompress_latents
 from imgcodec.errors import BitstreamError, ModelError
-from imgcodec.norms import NORMS
+from imgcodec.format import bitstream, rans
+from imgcodec.models import store
+from imgcodec.models.config import ModelConfig
+from imgcodec.models.gain import GainUnits
+from imgcodec.models.hyperprior import HS_ACT_BITS, HS_WEIGHT_BITS, hyper_shape
+from imgcodec.models.norms import NORMS
+from imgcodec.models.registry import build_model
+from imgcodec.studies import fuzz
 
 from conftest import natural_image, run_main
 from hyperprior_home import hp_home, one_thread  # noqa: F401 - fixtures
@@ -72,7 +77,7 @@ def test_every_norm_decodes_to_what_the_encoder_reconstructed(norm, gain_units, 
     parts = compress_latents(model, rgb, quality=quality)
     assert len(parts) == 2
     with torch.inference_mode():  # ŷ is bit-exact; the pixels are its synthesis
-        assert torch.equal(model.decompress_latent(parts, (3, 5), quality), encoder_latent(model, rgb, quality))
+        assert torch.equal(model.decompress_latents(parts, (3, 5), quality), encoder_latent(model, rgb, quality))
     decoded = decompress_latents(model, parts, 40, 72, quality=quality)
     np.testing.assert_array_equal(decoded, expected_reconstruction(model, rgb, quality))
 
@@ -421,8 +426,8 @@ def test_latent_part_count_must_match_the_model(hp_home, small_file, photo):
 
 def _foreign(hp_home, img: Image.Image, quality) -> bytes:
     """Latents coded with another, randomly initialised model's tables, under the shipped header."""
-    from imgcodec import codec
-    from imgcodec.imageio import canonicalize
+    from imgcodec.codec import api as codec
+    from imgcodec.codec.imageio import canonicalize
 
     torch.manual_seed(99)
     other = build_model(store.load_config(MODEL)).eval()
@@ -471,7 +476,7 @@ def test_fuzz_campaign_on_hyperprior_files(hp_home, small_file, photo):
 
 def test_evaluation_of_a_continuous_model(hp_home, tmp_path):
     """`imgcodec eval`: the shipped model at its levels (or any quality), and a run's checkpoint."""
-    from imgcodec import evaluate
+    from imgcodec.eval import evaluate
 
     data = tmp_path / "eval"
     data.mkdir()
@@ -490,8 +495,8 @@ def test_evaluation_of_a_continuous_model(hp_home, tmp_path):
 
 
 def test_trainer_draws_a_level_per_step_and_resumes_exactly(hp_home, tmp_path, monkeypatch):
-    from imgcodec import train as trainer
     from imgcodec.errors import CodecError
+    from imgcodec.train import loop as trainer
 
     seen = []
     real = trainer.build_model

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgcodec.codec.imageio import canonicalize, open_image, read_image, save_image
 from imgcodec.errors import InputError, OutputError
-from imgcodec.imageio import canonicalize, open_image, read_image, save_image
 
 from conftest import natural_image
 

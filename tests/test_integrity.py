@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream
 from imgcodec.errors import BitstreamError
+from imgcodec.format import bitstream
 
 from conftest import natural_image
 
@@ -83,7 +83,7 @@ def test_damaged_payload_with_a_recomputed_crc_is_still_refused(small_files):
     """Past the CRC (a forger recomputes it), the entropy decoder's end check refuses a payload with
     a flipped bit — all but flips inside the raw 4-bit groups of an escaped value, which carry no
     redundancy (the 16×16 file may have none; the CRC is what protects those bits)."""
-    from imgcodec.fuzz import Layout, reseal
+    from imgcodec.studies.fuzz import Layout, reseal
 
     data = small_files["rgb16"]
     (pos, n), = Layout.of(data).parts

@@ -132,7 +132,7 @@ def test_kill_at_the_rename_of_encode(work, tmp_path, when):
     assert len(temps) == 1 and TEMP.match(temps[0])["name"] == "out.bin"
     assert (tmp_path / temps[0]).read_bytes() == ref
     # ... and a rerun beside the stale temporary works (the same code path, in this process).
-    from imgcodec import codec
+    from imgcodec.codec import api as codec
 
     out.unlink()
     codec.encode_file(src / "img0.png", out)
@@ -159,7 +159,6 @@ def test_kill_in_the_middle_of_a_batch(work, tmp_path):
 
 def test_kill_during_decode_never_touches_an_existing_file(work, tmp_path):
     src, _ = work
-    ref_png = (src / "ref" / "img0.png").read_bytes()
     out = tmp_path / "out.png"
     out.write_bytes(SENTINEL)
     _killed_at("before", 1, "decode", "-f", str(src / "ref" / "img0.bin"), str(out))

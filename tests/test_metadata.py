@@ -12,9 +12,12 @@ import pytest
 from PIL import Image, ImageCms
 
 import imgcodec
-from imgcodec import bitstream, imageio, store
+from imgcodec.codec import imageio
+from imgcodec.format import bitstream
+from imgcodec.models import store
 
-from conftest import natural_image, run_main as run
+from conftest import natural_image
+from conftest import run_main as run
 
 DATA = Path(__file__).parent / "data"
 XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgcodec import norms
-from imgcodec.config import ModelConfig
 from imgcodec.errors import ModelError
-from imgcodec.norms import (
+from imgcodec.models import norms
+from imgcodec.models.config import ModelConfig
+from imgcodec.models.norms import (
     NORMS,
     CentralizedConv2d,
     CentralizedConvTranspose2d,
@@ -27,7 +27,7 @@ from imgcodec.norms import (
     RepresentativeBatchNorm2d,
     get_norm,
 )
-from imgcodec.store import models_dir
+from imgcodec.models.store import models_dir
 
 from conftest import natural_image
 
@@ -358,7 +358,7 @@ def test_mabn_analysis_cannot_see_the_level_of_flat_grey():
     convolution, a uniform grey (R = G = B) gives that convolution its bias alone, so far from the
     frame's edge (whose zero padding is a step) the latents of every grey level are the same; GDN's
     analysis tells them apart."""
-    from imgcodec.autoencoders import build_model
+    from imgcodec.models.registry import build_model
 
     def centre_latents(name, level):
         torch.manual_seed(0)
@@ -434,7 +434,8 @@ def test_every_norm_has_a_variant_config(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_model_with_norm_trains_one_step(name):
-    from imgcodec.autoencoders import bits_per_pixel, build_model
+    from imgcodec.models.base import bits_per_pixel
+    from imgcodec.models.registry import build_model
 
     torch.manual_seed(0)
     model = build_model(_config(name))
@@ -451,8 +452,9 @@ def test_model_with_norm_trains_one_step(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_bitstream_decodes_to_what_the_encoder_reconstructed(name):
-    from imgcodec.autoencoders import build_model
-    from imgcodec.codec import _padded_size, array_to_tensor, compress_rgb, decompress_rgb, pad_image, tensor_to_array
+    from imgcodec.codec.api import compress_latents, decompress_latents
+    from imgcodec.codec.tensors import array_to_tensor, pad_image, padded_size, tensor_to_array
+    from imgcodec.models.registry import build_model
 
     torch.manual_seed(0)
     model = build_model(_config(name))
@@ -462,10 +464,10 @@ def test_bitstream_decodes_to_what_the_encoder_reconstructed(name):
     model.eval()
     model.update(force=True)
     rgb = natural_image(40, 56, seed=1)  # not a multiple of the stride: padded
-    payload = compress_rgb(model, rgb)
-    decoded = decompress_rgb(model, payload, 40, 56)
+    parts = compress_latents(model, rgb)
+    decoded = decompress_latents(model, parts, 40, 56)
     with torch.inference_mode():
-        x = pad_image(array_to_tensor(rgb), *_padded_size(40, 56, model.stride))
+        x = pad_image(array_to_tensor(rgb), *padded_size(40, 56, model.stride))
         expected = tensor_to_array(model.reconstruct(x)[..., :40, :56])
     assert decoded.shape == rgb.shape
     np.testing.assert_array_equal(decoded, expected)

@@ -11,9 +11,10 @@ import sys
 import pytest
 from PIL import Image
 
-from imgcodec import bitstream
+from imgcodec.format import bitstream
 
-from conftest import ROOT, natural_image, run_main as run
+from conftest import natural_image
+from conftest import run_main as run
 
 
 @pytest.fixture()

@@ -7,12 +7,13 @@ import json
 
 import pytest
 from PIL import Image
+from test_evaluate import run_main
+
+from imgcodec import CodecError
+from imgcodec.eval.plot import plot, render
+from imgcodec.eval.results import Curve, Results, ResultsError, load_curves
 
 from conftest import ROOT, run_cli
-from test_evaluate import run_main
-from imgcodec import CodecError
-from imgcodec.plot import plot, render
-from imgcodec.results import Curve, Results, ResultsError, load_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ANCHORS = ROOT / "results" / "anchors" / "kodak.json"

@@ -1,4 +1,4 @@
-"""Encoding to a target size or bpp (issue 9): the highest quality whose file fits.
+"""Encoding to a target size or bpp: the highest quality whose file fits.
 
 The continuous quality of a tiny gain-unit hyperprior and the discrete qualities of models with one
 checkpoint per quality, in a private IMGCODEC_HOME (``hyperprior_home.py``).
@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, ratecontrol
+from imgcodec.codec import api as codec
+from imgcodec.codec.imageio import canonicalize
+from imgcodec.codec.ratecontrol import parse_size, search
 from imgcodec.errors import CodecError
-from imgcodec.imageio import canonicalize
-from imgcodec.ratecontrol import parse_size, search
+from imgcodec.format import bitstream
 
 from conftest import natural_image, run_main
 from hyperprior_home import hp_home, one_thread  # noqa: F401 - fixtures
@@ -83,12 +84,12 @@ def test_target_bpp_and_the_ends_of_the_scale(hp_home, photo):
 
 
 def test_analysis_runs_once_per_search(hp_home, photo, monkeypatch):
-    from imgcodec import tiling
+    from imgcodec.codec import tiling
 
     calls = []
     real, limit = tiling.analysis, _size_at(photo, 2)
     monkeypatch.setattr(tiling, "analysis", lambda *a, **k: calls.append(1) or real(*a, **k))
-    fit = ratecontrol.encode_to_target(canonicalize(photo), MODEL, size=limit)
+    fit = codec.encode_to_target(canonicalize(photo), MODEL, size=limit)
     assert calls == [1] and fit.encodes >= 3
 
 

@@ -12,9 +12,13 @@ import torch
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, codec, refine, report, store, tiling
+from imgcodec.codec import api as codec
+from imgcodec.codec import refine, tensors, tiling
 from imgcodec.errors import CodecError
-from imgcodec.evaluate import evaluate_model
+from imgcodec.eval import report
+from imgcodec.eval.evaluate import evaluate_model
+from imgcodec.format import bitstream
+from imgcodec.models import store
 
 from conftest import SAMPLE, run_main
 
@@ -57,7 +61,7 @@ def test_rd_pass_estimates_what_the_coder_writes(photo, name, q):
     real = 8 * sum(map(len, parts))
     assert abs(float(bits) - real) < 0.04 * real + 64, (float(bits), real)
     decoded = codec.decompress_latents(model, parts, h, w, "cpu", q)
-    estimate = codec.tensor_to_array(x_hat[..., :h, :w].clamp(0, 1))
+    estimate = tensors.tensor_to_array(x_hat[..., :h, :w].clamp(0, 1))
     assert np.abs(estimate.astype(int) - decoded).max() <= 1
 
 

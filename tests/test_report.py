@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from conftest import ROOT, natural_image
 from imgcodec import InputError
-from imgcodec import report as rp
-from imgcodec.results import load
+from imgcodec.eval import report as rp
+from imgcodec.eval.results import load
+
+from conftest import ROOT, natural_image
 
 README = f"""# Project
 
@@ -35,7 +36,7 @@ def data(tmp_path_factory):
 
 
 def test_report_on_a_reduced_set(data, tmp_path):
-    from imgcodec import store
+    from imgcodec.models import store
 
     if not store.read_manifest():
         pytest.skip("no shipped weights")

@@ -7,9 +7,8 @@ import math
 
 import pytest
 
-from conftest import ROOT
 from imgcodec import CodecError
-from imgcodec.results import (
+from imgcodec.eval.results import (
     FORMAT,
     Results,
     ResultsError,
@@ -21,6 +20,8 @@ from imgcodec.results import (
     ms_ssim_to_db,
     summarize,
 )
+
+from conftest import ROOT
 
 ANCHORS = ROOT / "results" / "anchors" / "kodak.json"
 

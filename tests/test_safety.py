@@ -1,4 +1,4 @@
-"""Safe weights and bounded inputs (issue 7).
+"""Safe weights and bounded inputs.
 
 * Checkpoints load only as safetensors whose sha256 matches the manifest: a pickle offered as a
   checkpoint is refused *without being executed* — its payload would create a file, and the file
@@ -25,8 +25,9 @@ import pytest
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, store
 from imgcodec.errors import BitstreamError, InputError, ModelError
+from imgcodec.format import bitstream
+from imgcodec.models import store
 
 from conftest import ROOT, natural_image, run_cli
 
@@ -208,7 +209,7 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 
 @pytest.mark.parametrize("side", [9000, 12000])  # Pillow's warning zone (> cap) and error zone (> 2 × cap)
 def test_decompression_bomb_inputs_are_refused(tmp_path, side):
-    from imgcodec import imageio
+    from imgcodec.codec import imageio
 
     assert side * side > imageio.MAX_INPUT_PIXELS
     path = tmp_path / "bomb.png"

@@ -15,7 +15,9 @@ from PIL import Image
 from torch import nn
 
 import imgcodec
-from imgcodec import codec, imageio, store, tiling
+from imgcodec.codec import api as codec
+from imgcodec.codec import imageio, tensors, tiling
+from imgcodec.models import store
 
 from conftest import natural_image
 
@@ -39,7 +41,7 @@ def test_tiled_analysis_is_the_whole_frame_latent(model, h, w, tile):
     with torch.inference_mode():
         whole = tiling.analysis(model, rgb, tile=0)
         tiled = tiling.analysis(model, rgb, tile=tile)
-        x = codec.pad_image(codec.array_to_tensor(rgb), *codec._padded_size(h, w, 16))
+        x = tensors.pad_image(tensors.array_to_tensor(rgb), *tensors.padded_size(h, w, 16))
         assert (whole - model.g_a(x)).abs().max() < 1e-4  # the plain transform (memory layouts may differ)
     medians = model.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
     assert torch.equal(torch.round(tiled - medians), torch.round(whole - medians))
@@ -83,27 +85,27 @@ def test_tiled_coding_gives_the_same_file(model, monkeypatch):
     assert np.abs(decoded.astype(int) - whole_decoded).max() <= 1
 
 
-def test_tiling_starts_above_the_threshold():
+def test_tiling_starts_above_the_threshold(model):
     side = int((tiling.TILE_THRESHOLD_PIXELS) ** 0.5) // 16
-    assert tiling.tile_size(side, side, None) == side  # at the threshold: one tile, the whole frame
+    assert tiling.tile_size(side, side, None, model) == side  # at the threshold: one tile, the whole frame
     big = side + 1
-    assert tiling.tile_size(big, big, None) == tiling.DEFAULT_TILE
-    assert tiling.tile_size(375, 250, None) == tiling.DEFAULT_TILE  # 6000×4000
-    assert tiling.tile_size(48, 32, None) == 48  # Kodak: never tiled by default
-    assert tiling.tile_size(48, 32, 0) == 48 and tiling.tile_size(48, 32, 5) == 5
+    assert tiling.tile_size(big, big, None, model) == tiling.DEFAULT_TILE
+    assert tiling.tile_size(375, 250, None, model) == tiling.DEFAULT_TILE  # 6000×4000
+    assert tiling.tile_size(48, 32, None, model) == 48  # Kodak: never tiled by default
+    assert tiling.tile_size(48, 32, 0, model) == 48 and tiling.tile_size(48, 32, 5, model) == 5
     with pytest.raises(ValueError):
-        tiling.tile_size(4, 4, -1)
+        tiling.tile_size(4, 4, -1, model)
 
 
 def test_models_with_spatial_statistics_are_never_tiled(model):
-    assert tiling.is_local(model)
+    assert model.footprint == 30 and tiling.halo_of(model) == 2
     other = copy.deepcopy(model)
     other.g_s[1] = nn.GroupNorm(8, other.g_s[1].beta.numel())  # a norm over H and W: not local
-    assert not tiling.is_local(other)
+    assert other.footprint is None
     assert tiling.tile_size(1000, 1000, 4, other) == 1000
     bn = copy.deepcopy(model)
     bn.g_a[1] = nn.BatchNorm2d(bn.g_a[1].beta.numel())
-    assert tiling.is_local(bn.eval()) and not tiling.is_local(bn.train())
+    assert bn.eval().footprint == 30 and bn.train().footprint is None
 
 
 def test_tiling_costs_at_most_0_05_db_on_kodak(model, kodak_dir):
@@ -112,8 +114,8 @@ def test_tiling_costs_at_most_0_05_db_on_kodak(model, kodak_dir):
         rgb = imageio.load_rgb_array(kodak_dir / name)
         h, w, _ = rgb.shape
         with torch.inference_mode():
-            payload = codec.compress_rgb(model, rgb)
-            y_hat = codec.rans.decode_latent(model.entropy_bottleneck, payload, (h // 16, w // 16))
+            parts = codec.compress_latents(model, rgb)
+            y_hat = model.decompress_latents(parts, (h // 16, w // 16))
             whole = tiling.synthesis(model, y_hat, h, w, tile=0)
             tiled = tiling.synthesis(model, y_hat, h, w, tile=8)
             tiled_y = tiling.analysis(model, rgb, tile=8)

@@ -2,7 +2,6 @@
 
 import csv
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgcodec import store
 from imgcodec.errors import CodecError, ModelError
+from imgcodec.models import store
 from imgcodec.train import STATE_FILE, TrainOptions, load_state, state_step, train
 
-from conftest import ROOT, natural_image
+from conftest import natural_image
 
 TINY = """
 description = "tiny test model"
@@ -97,8 +96,9 @@ def test_resume_is_exact(home, images, tmp_path):
 
 
 def load_step(run: Path) -> int:
-    from imgcodec.autoencoders import build_model
     import torch
+
+    from imgcodec.models.registry import build_model
 
     model = build_model(store.load_config("tiny"))
     net = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
@@ -240,7 +240,8 @@ def test_bf16_autocast_keeps_the_rate_in_fp32(home, architecture):
     fp32 pass to the precision of bf16 transforms (the rate term is not computed in bf16)."""
     import torch
 
-    from imgcodec.autoencoders import bits_per_pixel, build_model
+    from imgcodec.models.base import bits_per_pixel
+    from imgcodec.models.registry import build_model
 
     (home / "models" / "t.toml").write_text(TINY.replace('"factorized"', f'"{architecture}"'))
     model = build_model(store.load_config("t")).eval()
@@ -263,7 +264,7 @@ def test_bf16_training_writes_an_exact_fp32_checkpoint(home, images, tmp_path):
     import torch
 
     import imgcodec
-    from imgcodec.codec import code_array
+    from imgcodec.codec.api import code_array
 
     summary = train(opts(home, images, tmp_path / "run", steps=6, precision="bf16", ship=True))
     loaded = store.load_checkpoint_file(Path(summary["checkpoint"]))

@@ -15,10 +15,11 @@ import pytest
 from PIL import Image
 
 import imgcodec
-from imgcodec import bitstream, visual
-from imgcodec.baselines import evaluate_baseline
 from imgcodec.errors import BitstreamError
-from imgcodec.evaluate import evaluate_model
+from imgcodec.eval import visual
+from imgcodec.eval.baselines import evaluate_baseline
+from imgcodec.eval.evaluate import evaluate_model
+from imgcodec.format import bitstream
 
 from conftest import SAMPLE, natural_image, run_main
 
@@ -110,7 +111,7 @@ def test_numbers_match_eval_and_baseline(made, photos):
 
 def test_each_codec_is_the_highest_quality_that_fits(made, photos):
     """One quality step up no longer fits (or the search stopped within 2 % of the target)."""
-    from imgcodec import baselines
+    from imgcodec.eval import baselines
 
     fig = _figures(made[0])[1]
     rgb = np.asarray(Image.open(photos[1]).convert("RGB"))

@@ -1,4 +1,4 @@
-"""Widening ``g_a``/``g_s`` of a trained model as the same function (``autoencoders.widen``), and
+"""Widening ``g_a``/``g_s`` of a trained model as the same function (``models.growth.widen``), and
 ``init_from``, which the trainer's ``--init`` uses to start a model from another's weights.
 
 Tiny models whose weights and running statistics are perturbed away from their initial values, so
@@ -14,13 +14,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from imgcodec import store
 from imgcodec.cli import cli
-from imgcodec.autoencoders import build_model, close, init_from, widen
-from imgcodec.codec import compress_latents
-from imgcodec.config import ModelConfig
+from imgcodec.codec.api import compress_latents
 from imgcodec.errors import ModelError
-from imgcodec.norms import NORMS
+from imgcodec.models import store
+from imgcodec.models.config import ModelConfig
+from imgcodec.models.growth import close, init_from, widen
+from imgcodec.models.norms import NORMS
+from imgcodec.models.registry import build_model
 from imgcodec.train import TrainOptions, train
 
 from conftest import natural_image

@@ -1,0 +1,242 @@
+"""Encode and decode: image ↔ model ↔ bitstream.
+
+The path of one encode: read and canonicalize the image (``codec.imageio``), resolve model + quality
+to verified weights and a normalized quality (``models.store.load_shipped``), pad to the model's
+stride and analyse in tiles (``codec.tiling``), entropy-code through the model contract
+(``models.base.CodecModel``: ``coded_latents``, ``compress_coded``), pack header + parts + CRC
+(``format.bitstream``).  Decoding starts from the header, which alone names the model, the weights,
+the size and the colour mode to restore, and runs ``decompress_latents`` and the tiled synthesis.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..atomic import check_writable, write_bytes_atomic
+from ..errors import BitstreamError, CodecError, InputError, ModelError
+from ..format import bitstream
+from ..models.store import DEFAULT_MODEL, LoadedModel, Store, default_store
+from . import ratecontrol, tiling
+from .imageio import CanonicalImage, image_bytes, output_format, read_image, read_input_bytes, to_pil
+from .refine import refine_latents
+from .tensors import padded_size
+
+__all__ = ["DEFAULT_MODEL", "code_array", "compress_latents", "decode", "decompress_latents", "encode",
+           "encode_canonical", "encode_to_target"]
+
+
+def compress_latents(model, rgb: np.ndarray, device: str = "cpu", quality=None, y=None, refine: int = 0) -> list[bytes]:
+    """The latent payload parts of an (H, W, 3) uint8 image at ``quality`` (``None``: the config's default).
+
+    ``y``: the analysis ``tiling.analysis(model, rgb)``, if already computed (rate control analyses
+    once for every quality of the same weights). ``refine``: steps of encoder-side
+    refinement of the latents (``refine.py``; 0: none).
+    """
+    if refine:
+        latents = refine_latents(model, rgb, quality, refine, device=device, y=y)
+        with torch.inference_mode():
+            return model.compress_coded(latents)
+    return _compress_latents(model, rgb, device, quality, y)
+
+
+@torch.inference_mode()
+def _compress_latents(model, rgb: np.ndarray, device: str, quality, y) -> list[bytes]:
+    if y is None:
+        y = tiling.analysis(model, rgb, device)  # in overlapping tiles above a size: see tiling.py
+    # compress_coded refuses latents the rANS coder cannot take (NaN, or 2**27 and above).
+    return model.compress_coded(model.coded_latents(y, quality))
+
+
+@torch.inference_mode()
+def decompress_latents(model, parts, height: int, width: int, device: str = "cpu", quality=None) -> np.ndarray:
+    """The (height, width, 3) uint8 image of the latent payload parts ``model.compress_coded`` wrote."""
+    ph, pw = padded_size(height, width, model.stride)
+    y_hat = model.decompress_latents(parts, (ph // model.stride, pw // model.stride), quality)
+    return tiling.synthesis(model, y_hat, height, width, device)
+
+
+def code_array(model, rgb: np.ndarray, device: str = "cpu", quality=None) -> tuple[int, np.ndarray]:
+    """Round trip through the real entropy coder: (payload bytes, decoded image)."""
+    parts = compress_latents(model, rgb, device, quality)
+    return sum(map(len, parts)), decompress_latents(model, parts, rgb.shape[0], rgb.shape[1], device, quality)
+
+
+def encode_canonical(img: CanonicalImage, loaded: LoadedModel, device: str = "cpu", y=None,
+                     refine: int = 0) -> bytes:
+    """The file of ``img`` coded with ``loaded`` at its quality (``store.load_shipped`` resolved and
+    normalized it); ``y``, ``refine``: see ``compress_latents``."""
+    config = loaded.config
+    q = loaded.quality
+    model = loaded.model.to(device)
+    parts = compress_latents(model, img.rgb, device, q, y, refine)
+    latent = len(parts)
+    if img.alpha is not None:
+        parts.append(zlib.compress(img.alpha.tobytes(), 9))
+    meta = img.metadata
+    parts += [bitstream.pack_metadata(v) for v in meta.values()]
+    header = bitstream.Header(
+        model=config.name,
+        weights=bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES],
+        quality=q,
+        width=img.size[0],
+        height=img.size[1],
+        mode=img.mode,
+        latent_parts=latent,
+        metadata=sum(1 << bitstream.METADATA.index(k) for k in meta),
+    )
+    return bitstream.pack(header, parts)
+
+
+def encode(image, quality=None, model: str | None = None, device: str = "cpu", target_size: int | None = None,
+           target_bpp: float | None = None, refine: int = 0, metadata: str = "all", to_srgb: bool = False,
+           store: Store | None = None) -> bytes:
+    """Compress an image to the bytes of an imgcodec file.
+
+    ``image``: a path, a ``PIL.Image``, a numpy array, the bytes of an image file or a binary file
+    object (``imageio``). ``target_size`` (bytes) or ``target_bpp``: instead of a quality, the
+    highest quality whose file fits (``ratecontrol``). ``refine``: steps of encoder-side refinement
+    (``refine.py``): a smaller file for the same quality, for a slower encode; the decoder is the
+    same. ``metadata``: ``"all"`` (ICC profile, EXIF, XMP), ``"icc"`` or ``"none"``; ``to_srgb``:
+    convert a tagged image's pixels to sRGB and keep no profile. ``store``: where the model's config
+    and weights are (default: ``default_store()``).
+    """
+    img = read_image(image, metadata, to_srgb)  # input errors first, before any weights load
+    if target_size is not None or target_bpp is not None:
+        if quality is not None:
+            raise ModelError("give a quality or a target size, not both")
+        return encode_to_target(img, model, size=target_size, bpp=target_bpp, device=device,
+                                refine=refine, store=store).data
+    return encode_canonical(img, (store or default_store()).load_shipped(model, quality), device, refine=refine)
+
+
+def encode_to_target(img: CanonicalImage, model: str | None = None, size: int | None = None,
+                     bpp: float | None = None, device: str = "cpu", tolerance: float = ratecontrol.TOLERANCE,
+                     refine: int = 0, store: Store | None = None) -> ratecontrol.Fit:
+    """Encode ``img`` at the highest quality of ``model`` whose file has at most ``size`` bytes, or
+    at most ``bpp`` bits per pixel of the image (``ratecontrol``).
+
+    ``refine``: steps of encoder-side refinement for every file the search encodes (so the size
+    it checks is the size it writes)."""
+    limit = ratecontrol.target_limit(*img.size, size=size, bpp=bpp)
+    store = store or default_store()
+    grid = store.quality_grid(model)
+    if not grid:
+        raise CodecError(f"model {model or DEFAULT_MODEL!r} has no shipped weights (see `imgcodec models`)")
+    analyses: dict[str, torch.Tensor] = {}  # g_a of each set of weights, shared by its qualities
+
+    def encode_at(q) -> bytes:
+        loaded = store.load_shipped(model, q)
+        if loaded.sha256 not in analyses:
+            with torch.inference_mode():
+                analyses[loaded.sha256] = tiling.analysis(loaded.model.to(device), img.rgb, device)
+        return encode_canonical(img, loaded, device, y=analyses[loaded.sha256], refine=refine)
+
+    return ratecontrol.search(grid, encode_at, limit, tolerance)
+
+
+def _model_for(header: bitstream.Header, loaded: LoadedModel | None, store: Store) -> LoadedModel:
+    """The weights a file needs: the shipped ones it names, or ``loaded`` if it is those weights."""
+    if loaded is None:
+        try:
+            loaded = store.load_shipped(header.model, header.quality)
+        except ModelError as exc:
+            raise ModelError(
+                f"this file needs model {header.model!r} quality {header.quality} "
+                f"(weights {header.weights.hex()}): {exc}"
+            ) from None
+    if loaded.config.name != header.model or bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES] != header.weights:
+        raise ModelError(
+            f"this file was made with other weights of {header.model!r} quality {header.quality} "
+            f"(weights {header.weights.hex()}, installed {loaded.config.name} {loaded.sha256[:16]})"
+        )
+    return loaded
+
+
+def file_bytes(source) -> bytes:
+    """The bytes of an imgcodec file given as bytes, a path (``str`` or ``Path``) or a binary file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        return read_input_bytes(source)
+    if hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise InputError(f"the file object gave {type(data).__name__}, not bytes (open it in binary mode)")
+        return bytes(data)
+    raise InputError(f"cannot decode a {type(source).__name__}: give bytes, a path or a binary file object")
+
+
+def decode(
+    data,
+    device: str = "cpu",
+    max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS,
+    loaded: LoadedModel | None = None,
+    store: Store | None = None,
+) -> Image.Image:
+    """Decode an imgcodec file (bytes, a path or a binary file object) to a ``PIL.Image`` of the
+    original size and mode, with its ICC profile, EXIF and XMP in ``img.info`` (``icc_profile``,
+    ``exif``, ``xmp``) where the file has them.
+
+    ``loaded``: decode with these weights (e.g. a fresh training result not in the manifest);
+    the file must name exactly them.  ``store``: where the shipped weights are (default:
+    ``default_store()``).
+    """
+    stream = bitstream.unpack(file_bytes(data), max_pixels=max_pixels)
+    h = stream.header
+    loaded = _model_for(h, loaded, store or default_store())
+    k = loaded.model.latent_parts
+    if h.latent_parts != k:
+        raise BitstreamError(f"corrupt header: {h.latent_parts} latent parts, but model {h.model!r} writes {k}")
+    try:
+        rgb = decompress_latents(loaded.model.to(device), stream.parts[:k], h.height, h.width, device, h.quality)
+    except CodecError:
+        raise
+    except Exception as exc:  # the rANS decoder rejects a damaged payload in its own words
+        raise BitstreamError(f"corrupt payload: {exc}") from None
+    alpha = None
+    if h.has_alpha:
+        try:
+            raw = zlib.decompressobj().decompress(stream.parts[k], h.width * h.height + 1)
+        except zlib.error:
+            raise BitstreamError("corrupt alpha plane") from None
+        if len(raw) != h.width * h.height:
+            raise BitstreamError("corrupt alpha plane")
+        alpha = np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
+    return to_pil(rgb, alpha, gray=h.mode.startswith("L"), metadata=bitstream.unpack_metadata(stream))
+
+
+def read_info(data: bytes) -> bitstream.Bitstream:
+    return bitstream.unpack(data, max_pixels=None)
+
+
+def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", force=False, refine: int = 0,
+                metadata: str = "all", to_srgb: bool = False, **targets) -> bytes:
+    """Encode ``src`` into ``dst``: the input is read and the output checked before any work; the
+    output is never the input file (even with ``force``).
+
+    ``targets``: ``target_size`` or ``target_bpp`` of ``encode``; ``refine``, ``metadata``,
+    ``to_srgb``: see ``encode``."""
+
+    img = read_image(src, metadata, to_srgb)
+    check_writable(Path(dst), force, inputs=[src])
+    data = encode(img, quality=quality, model=model, device=device, refine=refine, **targets)
+    write_bytes_atomic(Path(dst), data, force, inputs=[src])
+    return data
+
+
+def decode_file(src: Path, dst: Path, device="cpu", force=False, max_pixels=bitstream.DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``src`` into an image file ``dst`` (format from its extension, metadata kept where
+    the format holds it); the output is never the input file."""
+
+    output_format(Path(dst))
+    data = read_input_bytes(src)
+    check_writable(Path(dst), force, inputs=[src])
+    img = decode(data, device=device, max_pixels=max_pixels)
+    write_bytes_atomic(Path(dst), image_bytes(img, Path(dst)), force, inputs=[src])
+    return img

@@ -1,0 +1,119 @@
+"""imgcodec files as a Pillow image format, ``IMGCODEC``.
+
+    import imgcodec
+    from PIL import Image
+
+    im = Image.open("photo.bin")                        # recognised by its magic bytes b"IMGC"
+    im.save("photo.imgc", format="IMGCODEC", quality=4)  # or model=, target_size=, target_bpp=, refine=
+
+``import imgcodec`` imports neither Pillow nor torch for this: when Pillow is already imported the
+format is registered at once, otherwise the first import of ``PIL.Image`` registers it.  Opening a
+file reads and validates its header only (``bitstream``: size, mode, CRC); torch is imported when
+the pixels are first needed (``im.load()``, ``im.convert``, …) or when an image is saved.
+
+Save options (``im.save(..., format="IMGCODEC", **options)``) are those of ``imgcodec.encode``:
+``quality``, ``model``, ``target_size`` (bytes), ``target_bpp``, ``refine``.  Files end in ``.imgc``
+or ``.bin``; without ``format=`` Pillow picks the format from that extension.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import sys
+
+from ..format import bitstream
+
+FORMAT = "IMGCODEC"
+EXTENSIONS = (".imgc", ".bin")
+SAVE_OPTIONS = ("quality", "model", "target_size", "target_bpp", "refine")
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[: len(bitstream.MAGIC)] == bitstream.MAGIC
+
+
+def register() -> None:
+    """Register the ``IMGCODEC`` format with Pillow (once; imports Pillow, not torch)."""
+    from PIL import Image, ImageFile  # deferred: ``import imgcodec`` must not import Pillow
+
+    if FORMAT in Image.OPEN:
+        return
+
+    class ImgcodecImageFile(ImageFile.ImageFile):
+        format = FORMAT
+        format_description = "imgcodec learned image codec"
+
+        def _open(self) -> None:
+            data = self.fp.read()
+            header = bitstream.unpack(data, max_pixels=bitstream.DEFAULT_MAX_PIXELS).header
+            self._size = (header.width, header.height)
+            self._mode = header.mode
+            self.info["model"] = header.model
+            self.info["quality"] = header.quality
+            self.tile = [ImageFile._Tile(FORMAT, (0, 0, header.width, header.height), 0, None)]
+
+    class ImgcodecDecoder(ImageFile.PyDecoder):
+        _pulls_fd = True
+
+        def decode(self, buffer):
+            from .api import decode  # deferred: torch, on the first decode
+
+            assert self.fd is not None
+            img = decode(self.fd.read())
+            self.set_as_raw(img.tobytes(), img.mode)
+            return -1, 0
+
+    def save(im, fp, filename) -> None:
+        from .api import encode  # deferred: torch, on the first encode
+
+        options = {k: im.encoderinfo[k] for k in SAVE_OPTIONS if im.encoderinfo.get(k) is not None}
+        fp.write(encode(im, **options))
+
+    Image.register_open(FORMAT, ImgcodecImageFile, _accept)
+    Image.register_decoder(FORMAT, ImgcodecDecoder)
+    Image.register_save(FORMAT, save)
+    Image.register_extensions(FORMAT, list(EXTENSIONS))
+    Image.register_mime(FORMAT, "image/x-imgcodec")
+
+
+class _RegisterOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: it wraps the loader of ``PIL.Image`` to register the format after it runs."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "PIL.Image":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self.loader.exec_module(module)
+        register()
+
+    def __getattr__(self, name):  # get_source, get_resource_reader, …: the wrapped loader's
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+def install() -> None:
+    """Register now if Pillow is imported, else when ``PIL.Image`` is first imported."""
+    if "PIL.Image" in sys.modules:
+        register()
+    elif not any(isinstance(f, _RegisterOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterOnImport())
+
+
+install()

@@ -1,0 +1,150 @@
+"""The model contract (``CodecModel``) and what every architecture shares: the coder's rounding,
+its differentiable stand-ins, full-precision entropy models and the rate of a training pass."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from ..format import rans
+from .compressai_parts import GDN, CompressionModel, EntropyBottleneck
+from .config import ModelConfig
+
+
+def round_ste(v: torch.Tensor, offset: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``round(v - offset) + offset`` in the forward pass, the identity in the backward pass
+    (straight-through): what the coder will code, with a usable gradient."""
+    return v + (torch.round(v - offset) + offset - v).detach()
+
+
+def round_soft(v: torch.Tensor, offset: torch.Tensor | float = 0.0, tau: float = 0.5) -> torch.Tensor:
+    r"""A differentiable stand-in for ``round(v - offset) + offset``: between the two integers
+    around ``v`` (after the offset), weights that tend to rounding as ``tau`` → 0,
+
+    .. math::
+        \lfloor v \rfloor + \sigma\Big(\frac{\operatorname{atanh}(r) - \operatorname{atanh}(1 - r)}{\tau}\Big),
+        \quad r = v - \lfloor v \rfloor,
+
+    the expectation of the annealed two-point distribution of Yang, Bamler, Mandt, "Improving
+    Inference for Neural Image Compression" (NeurIPS 2020), without its Gumbel sampling."""
+    u = v - offset
+    floor = torch.floor(u).detach()
+    r = (u - floor).clamp(1e-4, 1 - 1e-4)
+    return floor + torch.sigmoid((torch.atanh(r) - torch.atanh(1 - r)) / tau) + offset
+
+
+@contextlib.contextmanager
+def full_precision(t: torch.Tensor):
+    """Autocast off for the entropy models: under ``--precision bf16`` the transforms run in bf16,
+    but likelihoods, quantiles and CDF tables stay fp32 so that the rate term is exact (a bf16
+    likelihood has 8 significant bits; its log2 would be off by up to 0.4 %)."""
+    with torch.autocast(t.device.type, enabled=False):
+        yield
+
+
+def factorized_likelihood(eb: EntropyBottleneck, values: torch.Tensor) -> torch.Tensor:
+    """``p(values)`` under an ``EntropyBottleneck``'s density, values (1, C, H, W) already rounded
+    (its ``forward`` would add noise or round without a gradient)."""
+    c = values.shape[1]
+    likelihood, _, _ = eb._likelihood(values.permute(1, 0, 2, 3).reshape(c, 1, -1))
+    return eb.likelihood_lower_bound(likelihood)
+
+
+def bits_per_pixel(likelihoods: dict, num_pixels: int) -> torch.Tensor:
+    """Rate estimate of a training pass: −Σ log2 p over all latents, per image pixel."""
+    return sum(torch.log(l).sum() for l in likelihoods.values()) / (-math.log(2) * num_pixels)
+
+
+def check_codable(t: torch.Tensor) -> None:
+    """Refuse latents the rANS coder cannot take: compressai's encoder loops forever on a value of
+    2**27 or more (or NaN)."""
+    if not bool(torch.isfinite(t).all()) or float(t.abs().max()) >= rans.MAX_LATENT:
+        raise ModelError("the model produced latents out of range (NaN or huge): broken weights?")
+
+
+def round_hard(v: torch.Tensor, offset: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``round(v - offset) + offset``: the coder's rounding, without a gradient."""
+    return torch.round(v - offset) + offset
+
+
+# Pixels of context on each side that one value of g_a or g_s depends on: four 5×5 stride-2
+# (transposed) convolutions reach 2 · (1 + 2 + 4 + 8) = 30 pixels.
+LOCAL_FOOTPRINT = 30
+
+
+class CodecModel(CompressionModel):
+    """The contract every architecture implements in full; the codec, tiling, rate control,
+    refinement and the trainer call only these members.
+
+    - ``stride``: pixels per latent of ``g_a`` (the input is padded to a multiple of it);
+    - ``latent_parts``: how many payload parts ``compress_coded`` writes (the header's K);
+    - ``supports_gain_units``: whether a config may ask for gain units (one set of weights, every
+      quality); ``grows_from``: the architectures whose trained weights :meth:`grow_from` takes;
+    - :attr:`footprint`: pixels of context either side of one value of ``g_a``/``g_s``, or ``None``
+      when a norm with spatial statistics makes every value depend on the whole frame (never tiled);
+    - ``forward(x, quality, quantization)``: the training pass, ``{"x_hat", "likelihoods"}``;
+    - ``coded_latents(y, quality)``: the tensors the coder codes for the analysis ``y = g_a(x)``;
+    - ``rd_pass(latents, quality, rounding)``: ``(bits, x̂)`` of coding them, differentiable;
+    - ``compress_coded(latents)``: the payload parts; ``decompress_latents(parts, shape, quality)``:
+      the ``ŷ`` that ``g_s`` synthesises, decoded from them;
+    - ``gains(quality)``: the gain and inverse gain of a quality, ``(None, None)`` without gain units.
+
+    ``quality=None`` means the config's default quality.
+    """
+
+    stride = 16
+    latent_parts = 1
+    supports_gain_units = False
+    grows_from: tuple[str, ...] = ()
+    config: ModelConfig
+
+    @property
+    def footprint(self) -> int | None:
+        """``LOCAL_FOOTPRINT`` when ``g_a`` and ``g_s`` are 5×5 stride-2 convolutions and pointwise
+        layers only (so that tiles reproduce the whole frame), else ``None``."""
+        pointwise = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.BatchNorm2d, GDN)
+
+        def local(m) -> bool:
+            if isinstance(m, nn.Sequential):
+                return all(local(c) for c in m.children())
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                return m.kernel_size == (5, 5) and m.stride == (2, 2) and m.padding == (2, 2) and m.groups == 1
+            if isinstance(m, nn.BatchNorm2d):
+                return not m.training
+            return isinstance(m, pointwise)
+
+        if self.stride == 16 and all(len(net) == 7 and local(net) for net in (self.g_a, self.g_s)):
+            return LOCAL_FOOTPRINT
+        return None
+
+    def forward(self, x: torch.Tensor, quality=None, quantization: str = "noise") -> dict:
+        raise NotImplementedError
+
+    def gains(self, quality=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return None, None
+
+    def coded_latents(self, y: torch.Tensor, quality=None) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def rd_pass(self, latents: tuple[torch.Tensor, ...], quality=None,
+                rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def compress_coded(self, latents: tuple[torch.Tensor, ...]) -> list[bytes]:
+        raise NotImplementedError
+
+    def decompress_latents(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grow_from(self, source: "CodecModel") -> None:
+        raise ModelError(f"architecture {self.config.architecture!r} grows from no other")
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, quality=None) -> torch.Tensor:
+        """What the decoder will output for ``x`` (rounding as the coder does), without coding."""
+        _, x_hat = self.rd_pass(self.coded_latents(self.g_a(x), quality), quality, rounding=round_hard)
+        return x_hat.clamp_(0, 1)

@@ -1,0 +1,51 @@
+"""Gain units: one set of weights for every quality of a λ ladder (continuous rate)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class GainUnits(nn.Module):
+    r"""Per-channel gain vectors for a ladder of λ, interpolated exponentially between levels.
+
+    Z. Cui, J. Wang, S. Gao, T. Guo, Y. Feng, B. Bai, "Asymmetric Gained Deep Image Compression
+    With Continuous Rate Adaptation", CVPR 2021.
+
+    Level ``l`` (one per λ of the config) has a gain vector :math:`g_l` that scales the latent
+    before quantization, :math:`\hat y = \mathrm{round}(y \odot g_l)`, and an inverse gain
+    :math:`g'_l` (learned separately: asymmetric) that scales it back before synthesis.  Between
+    levels ``l`` and ``l + 1``, at the fraction ``t``:
+
+    .. math::
+        g = g_l^{1-t} \, g_{l+1}^{t}, \qquad g' = {g'_l}^{1-t} \, {g'_{l+1}}^{t}
+
+    (linear interpolation of the log-gains).  The gains are stored as logarithms and constrained to
+    grow with the level in every channel, :math:`\log g_{l+1} = \log g_l + \mathrm{softplus}(s_l)`:
+    a higher quality never quantizes a channel more coarsely.  They start at the high-rate optimum
+    for MSE, a quantization step :math:`\propto 1/\sqrt{\lambda}`, i.e. :math:`\log g_l =
+    \tfrac12 (\log \lambda_l - \overline{\log \lambda})`, with :math:`g'_l = 1/g_l`.
+    """
+
+    def __init__(self, lambdas, channels: int):
+        super().__init__()
+        half = 0.5 * torch.log(torch.tensor([float(v) for v in lambdas], dtype=torch.float64))
+        half = half - half.mean()
+        steps = (half[1:] - half[:-1]).clamp(min=1e-3)
+        self.log_gain = nn.Parameter(half[:1].float().repeat(channels))  # level 1
+        self.log_step = nn.Parameter(torch.log(torch.expm1(steps)).float()[:, None].repeat(1, channels))
+        self.log_inverse = nn.Parameter((-half).float()[:, None].repeat(1, channels))
+
+    def log_gains(self) -> torch.Tensor:
+        """(levels, channels): the log-gain of every level."""
+        rises = torch.cumsum(F.softplus(self.log_step), dim=0)
+        return torch.cat([self.log_gain[None], self.log_gain[None] + rises])
+
+    def forward(self, level: int, t: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gain and inverse gain at ``t`` of the way from ``level`` to ``level + 1``, (1, C, 1, 1) each."""
+        pairs = []
+        for logs in (self.log_gains(), self.log_inverse):
+            v = logs[level] if t == 0 else (1 - t) * logs[level] + t * logs[level + 1]
+            pairs.append(torch.exp(v).view(1, -1, 1, 1))
+        return pairs[0], pairs[1]

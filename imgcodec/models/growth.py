@@ -1,0 +1,104 @@
+"""Starting a model from another's trained weights: widening ``g_a``/``g_s`` as the same function,
+and the trainer's ``--init`` rules."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from .base import CodecModel
+from .registry import build_model
+
+
+@torch.no_grad()
+def widen(source: CodecModel, N: int) -> CodecModel:
+    """``source`` with ``g_a``/``g_s`` widened to ``N`` channels, as the same function.
+
+    Every old channel keeps its weights.  A new channel gets the fresh model's initial weights into
+    it and zero weights out of it into an old channel (a convolution's new input columns; a GDN's
+    coupling γ of an old channel to a new one, which its initial γ already has at zero).  The new
+    channels compute something from the start while the output stays the source's, and their
+    outgoing weights learn from a nonzero gradient: function-preserving growth as in Net2Net (Chen,
+    Goodfellow, Shlens, ICLR 2016), with zero rather than copied units.  The hyperprior keeps its
+    width (``hyper_N``), so a widened model codes images as its source did.
+
+    Only norms that act per channel widen this way.  One that mixes channels (GroupNorm: its groups
+    change with N) or weight-centralized convolutions (MABN) would change the function, which a
+    probe through both transforms detects: :class:`ModelError`.
+    """
+    config = source.config
+    if N < config.N:
+        raise ModelError(f"cannot narrow model {config.name!r} from N={config.N} to N={N}")
+    wide = build_model(dataclasses.replace(config, N=N, hyper_N=config.hyper_channels))
+    state = wide.state_dict()
+    for key, old in source.state_dict().items():
+        new = state[key]
+        if not key.startswith(("g_a.", "g_s.")) or new.shape == old.shape:
+            state[key] = old  # compressai's load_state_dict resizes the coder's CDF tables
+            continue
+        module = wide.get_submodule(key.rpartition(".")[0])
+        if key.endswith(".weight") and isinstance(module, nn.ConvTranspose2d):  # (in, out, kH, kW)
+            new[old.shape[0]:, : old.shape[1]] = 0
+        elif key.endswith(".weight") and isinstance(module, nn.Conv2d):  # (out, in, kH, kW)
+            new[: old.shape[0], old.shape[1]:] = 0
+        new[tuple(slice(0, n) for n in old.shape)] = old
+    wide.load_state_dict(state)
+    _check_same_transforms(source, wide)
+    return wide
+
+
+def close(a: torch.Tensor, b: torch.Tensor, tolerance: float = 1e-4) -> bool:
+    """Equal up to float rounding, measured against the size of the whole tensor: an element near 0
+    inherits the rounding error of large intermediate values (IGDN multiplies)."""
+    return bool((a - b).abs().max() <= tolerance * (1 + b.abs().max()))
+
+
+def _check_same_transforms(source: CodecModel, other: CodecModel) -> None:
+    probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    modes = source.training, other.training
+    source.eval(), other.eval()
+    try:
+        y = source.g_a(probe)
+        same = close(other.g_a(probe), y) and close(other.g_s(y), source.g_s(y))
+    finally:
+        source.train(modes[0]), other.train(modes[1])
+    if not same:
+        raise ModelError(
+            f"norm {source.config.norm!r} does not widen as the same function: "
+            "train the wider model from scratch"
+        )
+
+
+@torch.no_grad()
+def init_from(model: CodecModel, source: CodecModel) -> None:
+    """Start ``model`` from the trained ``source``, as much of it as carries over.
+
+    - The same architecture and widths: every weight.
+    - ``g_a``/``g_s`` narrower than ``model``'s: widened first (:func:`widen`), then as below.
+    - An architecture that ``model`` grows from (``grows_from``: a mean-scale from a scale
+      hyperprior) with the same hyperprior widths: :meth:`grow_from`, the same function.
+    - Otherwise, with the same norm and latent (a hyperprior from a factorized model): ``g_a`` and
+      ``g_s`` carry over; the entropy models and gains start fresh.
+
+    :class:`ModelError` for another norm, another M, or a wider N than ``model``'s.
+    """
+    s, d = source.config, model.config
+    if (s.norm, dict(s.norm_options), s.M) != (d.norm, dict(d.norm_options), d.M) or s.N > d.N:
+        raise ModelError(
+            f"a {s.name} checkpoint (norm {s.norm}, N={s.N}, M={s.M}) is of another shape "
+            f"than {d.name} (norm {d.norm}, N={d.N}, M={d.M})"
+        )
+    if s.N < d.N:
+        source = widen(source, d.N)
+        s = source.config
+    same_hyperprior = (s.hyper_channels, s.gain_units) == (d.hyper_channels, d.gain_units)
+    if s.architecture == d.architecture and same_hyperprior:
+        model.load_state_dict(source.state_dict())
+    elif same_hyperprior and s.architecture in model.grows_from:
+        model.grow_from(source)
+    else:
+        model.g_a.load_state_dict(source.g_a.state_dict())
+        model.g_s.load_state_dict(source.g_s.state_dict())

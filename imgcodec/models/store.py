@@ -1,0 +1,386 @@
+"""The model store: configs from ``models/*.toml``, weights from ``checkpoints/``.
+
+Weights are safetensors files (never pickle), one per (model, quality), listed in
+``checkpoints/manifest.json`` with their sha256.  A checkpoint carries its resolved
+``ModelConfig`` as JSON metadata and, for inference, the entropy coder's quantized CDF tables, so
+the decoder uses exactly the tables the encoder used and never recomputes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+from ..atomic import write_bytes_atomic
+from ..errors import ModelError
+from ..format.bitstream import valid_model_id
+from .config import ModelConfig
+
+CHECKPOINT_FORMAT = "imgcodec-checkpoint-1"
+MANIFEST_NAME = "manifest.json"
+DEFAULT_MODEL = "factorized-gdn"
+# Bounds a checkpoint's config must keep before anything is built from it.
+MAX_CHANNELS = 1024
+MAX_LEVELS = 255
+
+
+def repo_root() -> Path:
+    """The source checkout (its ``data/``, ``results/``, ``docs/``), or ``$IMGCODEC_HOME``."""
+    env = os.environ.get("IMGCODEC_HOME")
+    return Path(env) if env else Path(__file__).resolve().parents[2]
+
+
+# The manifest quality of a continuous-rate model's one checkpoint, which serves every quality.
+EVERY_QUALITY = 0
+
+
+@dataclass(frozen=True)
+class Store:
+    """A model store: the configs in ``models`` (``<name>.toml``) and the weights in ``checkpoints``
+    (safetensors files and ``manifest.json``).  ``Store.at(root)``: ``root/models`` and
+    ``root/checkpoints``; ``default_store()``: the store of this installation."""
+
+    models: Path
+    checkpoints: Path
+
+    @classmethod
+    def at(cls, root: Path) -> "Store":
+        root = Path(root)
+        return cls(root / "models", root / "checkpoints")
+
+    def configs(self) -> dict[str, ModelConfig]:
+        return {p.stem: ModelConfig.from_toml(p) for p in sorted(self.models.glob("*.toml"))}
+
+    def load_config(self, name: str) -> ModelConfig:
+        """The config of a registered model.  ``name`` is a registry name (``models/<name>.toml``),
+        never a path: anything with a separator, a leading dot or other characters is unknown."""
+        path = self.models / f"{name}.toml"
+        if not valid_model_id(name) or not path.is_file():
+            known = ", ".join(sorted(self.configs())) or "none"
+            raise ModelError(f"unknown model {name!r} (known: {known})")
+        return ModelConfig.from_toml(path)
+
+    def read_manifest(self) -> list[dict]:
+        path = self.checkpoints / MANIFEST_NAME
+        if not path.exists():
+            return []
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return list(data["checkpoints"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"cannot read checkpoint manifest {path}: {exc}") from None
+
+    def write_manifest(self, entries: list[dict]) -> None:
+        entries = sorted(entries, key=lambda e: (e["model"], e["quality"]))
+        text = json.dumps({"format": 1, "checkpoints": entries}, indent=2) + "\n"
+        write_bytes_atomic(self.checkpoints / MANIFEST_NAME, text.encode(), force=True)
+
+    def manifest_entry(self, model: str, quality: int) -> dict | None:
+        for entry in self.read_manifest():
+            if entry["model"] == model and entry["quality"] == quality:
+                return entry
+        return None
+
+    def shipped_qualities(self, model: str) -> list[int]:
+        """The qualities with weights; for a continuous-rate model, the levels of its λ ladder."""
+        have = sorted(e["quality"] for e in self.read_manifest() if e["model"] == model)
+        if EVERY_QUALITY in have:
+            return list(self.load_config(model).qualities)
+        return have
+
+    def quality_grid(self, model: str | None = None) -> list:
+        """Every quality that ``load_shipped`` serves for ``model``, ascending: a continuous-rate
+        model's every hundredth from 1 to its last level, otherwise its shipped qualities."""
+        model = model or DEFAULT_MODEL
+        config = self.load_config(model)
+        if config.continuous:
+            return [config.normalize_quality(c / 100)
+                    for c in range(100 * config.qualities.start, 100 * config.qualities.stop - 99)]
+        return self.shipped_qualities(model)
+
+    def load_shipped(self, model: str | None = None, quality=None) -> "LoadedModel":
+        """The shipped weights of (model, quality), verified against the manifest, with the quality
+        normalized (``ModelConfig.normalize_quality``): the one place that resolves a model name and
+        a quality.  ``None``: the default model, the config's default quality.
+
+        A continuous-rate model has one checkpoint (manifest quality ``EVERY_QUALITY``), loaded once
+        and shared: the ``LoadedModel`` of every quality holds the same module (asked for quality
+        ``EVERY_QUALITY``, as its manifest entry names it, it comes labelled with the default quality).
+        """
+        model = model or DEFAULT_MODEL
+        config = self.load_config(model)
+        if quality is None:
+            quality = config.default_quality
+        if config.continuous:
+            quality = config.normalize_quality(config.default_quality if quality == EVERY_QUALITY else quality)
+            return self._load_entry(model, EVERY_QUALITY).at(quality)
+        return self._load_entry(model, config.normalize_quality(quality))
+
+    def _load_entry(self, model: str, quality: int) -> "LoadedModel":
+        entry = self.manifest_entry(model, quality)
+        if entry is None:
+            have = self.shipped_qualities(model)
+            raise ModelError(
+                f"no trained weights for model {model!r}" + (f" quality {quality}" if quality != EVERY_QUALITY else "")
+                + (f" (shipped qualities: {', '.join(map(str, have))})" if have else " (none shipped)")
+            )
+        return _load_verified(str(self.checkpoints / entry["file"]), entry["sha256"])
+
+
+def installed_store() -> Store:
+    """The configs and weights of this installation: those a wheel carries inside the package
+    (``imgcodec/_models``, ``imgcodec/_checkpoints``), else the source checkout's ``models/`` and
+    ``checkpoints/``."""
+    package = Path(str(resources.files("imgcodec")))
+    if (package / "_models").is_dir():
+        return Store(package / "_models", package / "_checkpoints")
+    return Store.at(package.parent)
+
+
+def default_store() -> Store:
+    """``Store.at($IMGCODEC_HOME)`` where that is set (read at each resolution), else ``installed_store()``."""
+    env = os.environ.get("IMGCODEC_HOME")
+    return Store.at(Path(env)) if env else installed_store()
+
+
+# The module's functions: the same on the default store.
+
+
+def available_configs() -> dict[str, ModelConfig]:
+    return default_store().configs()
+
+
+def load_config(name: str) -> ModelConfig:
+    return default_store().load_config(name)
+
+
+def models_dir() -> Path:
+    return default_store().models
+
+
+def checkpoints_dir() -> Path:
+    return default_store().checkpoints
+
+
+def read_manifest() -> list[dict]:
+    return default_store().read_manifest()
+
+
+def write_manifest(entries: list[dict]) -> None:
+    default_store().write_manifest(entries)
+
+
+def manifest_entry(model: str, quality: int) -> dict | None:
+    return default_store().manifest_entry(model, quality)
+
+
+def shipped_qualities(model: str) -> list[int]:
+    return default_store().shipped_qualities(model)
+
+
+def quality_grid(model: str | None = None) -> list:
+    return default_store().quality_grid(model)
+
+
+def load_shipped(model: str | None = None, quality=None) -> "LoadedModel":
+    return default_store().load_shipped(model, quality)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint files
+
+
+def save_checkpoint(model, path: Path, **meta: object) -> str:
+    """Write an inference checkpoint atomically; returns its sha256.
+
+    The caller has run ``model.update(force=True)`` so the CDF tables are current.
+    """
+    # deferred: safetensors.torch imports torch: only reading or writing weights needs it
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": CHECKPOINT_FORMAT, "config": model.config.to_json()}
+    metadata.update({k: json.dumps(v) for k, v in meta.items()})
+    data = save(tensors, metadata=metadata)
+    write_bytes_atomic(Path(path), data, force=True)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_checkpoint(path: Path, expected_sha256: str | None = None):
+    """Read and verify a checkpoint file; returns ``(tensors, config, meta, sha256)``.
+
+    The bytes are hashed before they are parsed, and only the safetensors parser ever sees them:
+    a pickle (or anything else) offered as a checkpoint is refused, never executed.
+    """
+    # deferred: safetensors.torch imports torch: only reading or writing weights needs it
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise ModelError(f"cannot read checkpoint {path}: permission denied") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ModelError(f"checkpoint {path.name} does not match its manifest sha256 (tampered or stale)")
+    # Everything the header says is checked before a tensor is allocated.
+    try:
+        header = _safetensors_header(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path.name} is not a safetensors checkpoint ({exc})") from None
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path.name} is not an imgcodec checkpoint")
+    config, extra = _checked_metadata(meta, path.name)
+    _check_weight_bytes(config, header, path.name)
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise ModelError(f"{path.name} is not a safetensors checkpoint ({exc})") from None
+    return tensors, config, extra, digest
+
+
+def _safetensors_header(data: bytes) -> dict:
+    """The JSON header of a safetensors file (bounded by the file's own size)."""
+    if len(data) < 8:
+        raise ValueError("file too short")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise ValueError("header length exceeds the file")
+    header = json.loads(data[8 : 8 + n])
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header
+
+
+def _checked_metadata(meta: dict, name: str):
+    """``(config, extra metadata)`` of a checkpoint's metadata, every field type- and range-checked."""
+    bad = f"checkpoint {name} has invalid metadata"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ModelError(f"{bad}: values must be strings")
+    try:
+        d = json.loads(meta.get("config", ""))
+    except ValueError:
+        raise ModelError(f"{bad}: its config is not JSON") from None
+    check_config_dict(d, f"{bad}: config")
+    config = ModelConfig.from_dict(d)
+    extra = {}
+    for k, v in meta.items():
+        if k in ("format", "config"):
+            continue
+        try:
+            extra[k] = json.loads(v)
+        except ValueError:
+            raise ModelError(f"{bad}: {k!r} is not JSON") from None
+    q = extra.get("quality", 0)
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= MAX_LEVELS:
+        raise ModelError(f"{bad}: quality {q!r}")
+    return config, extra
+
+
+def _is_int(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def check_config_dict(d, what: str) -> None:
+    """Refuse a config (as JSON gives it) with a wrong type or an absurd size, before it is built:
+    the widths at most ``MAX_CHANNELS``, 1 … ``MAX_LEVELS`` finite positive λ."""
+    if not isinstance(d, dict):
+        raise ModelError(f"{what} is not a JSON object")
+    for key, kind in (("name", str), ("architecture", str), ("norm", str)):
+        if not isinstance(d.get(key), kind) or not d[key]:
+            raise ModelError(f"{what}: {key} missing or not a string")
+    if not 1 <= len(d["name"]) <= 64:
+        raise ModelError(f"{what}: name of {len(d['name'])} characters")
+    for key in ("N", "M"):
+        if not _is_int(d.get(key), 1, MAX_CHANNELS):
+            raise ModelError(f"{what}: {key} = {d.get(key)!r} (a whole number 1 … {MAX_CHANNELS})")
+    if d.get("hyper_N") is not None and not _is_int(d["hyper_N"], 1, MAX_CHANNELS):
+        raise ModelError(f"{what}: hyper_N = {d['hyper_N']!r} (a whole number 1 … {MAX_CHANNELS})")
+    lambdas = d.get("lambdas")
+    if not isinstance(lambdas, list) or not 1 <= len(lambdas) <= MAX_LEVELS or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in lambdas):
+        raise ModelError(f"{what}: lambdas must be 1 … {MAX_LEVELS} positive numbers")
+    if not _is_int(d.get("default_quality"), 1, len(lambdas)):
+        raise ModelError(f"{what}: default_quality = {d.get('default_quality')!r}")
+    for key, kind in (("norm_options", dict), ("training", dict), ("gain_units", bool), ("description", str)):
+        if key in d and not isinstance(d[key], kind):
+            raise ModelError(f"{what}: {key} is not a {kind.__name__}")
+
+
+def _check_weight_bytes(config: ModelConfig, header: dict, name: str) -> None:
+    """The weights a config needs must be in the file: g_a and g_s alone hold 2 × 25 × (3N + 2N² + NM)
+    float32 values, so a tiny file whose config claims huge widths is refused without building it."""
+    n, m = config.N, config.M
+    needed = 4 * 2 * 25 * (3 * n + 2 * n * n + n * m)
+    held = 0
+    for entry in header.values():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets):
+            held = max(held, offsets[1])
+    if held < needed:
+        raise ModelError(f"checkpoint {name}: its config (N={n}, M={m}) needs at least {needed} bytes of weights, "
+                         f"the file holds {held}")
+
+
+def _safetensors_metadata(data: bytes) -> dict:
+    return dict(_safetensors_header(data).get("__metadata__") or {})
+
+
+def model_from_tensors(tensors: dict, config: ModelConfig):
+    # deferred: torch and compressai: only building a model needs them (the CLI checks names first)
+    from .registry import build_model
+
+    model = build_model(config)
+    try:
+        model.load_state_dict(dict(tensors))
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ModelError(f"weights do not fit model {config.name!r}: {str(exc).splitlines()[0]}") from None
+    model.eval()
+    return model
+
+
+@dataclass
+class LoadedModel:
+    model: object  # a torch module
+    config: ModelConfig
+    quality: int | float
+    sha256: str
+    meta: dict
+
+    def at(self, quality) -> "LoadedModel":
+        """These weights labelled with ``quality``, normalized: a continuous-rate model's one
+        checkpoint serves every quality of its scale, the same module for all."""
+        return replace(self, quality=self.config.normalize_quality(quality))
+
+
+def load_checkpoint_file(path: Path, expected_sha256: str | None = None) -> LoadedModel:
+    tensors, config, meta, digest = read_checkpoint(path, expected_sha256)
+    model = model_from_tensors(tensors, config)
+    return LoadedModel(model, config, int(meta.get("quality", 0)), digest, meta)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_verified(path: str, sha256: str) -> LoadedModel:
+    """A checkpoint of a manifest, loaded once per (file, sha256): a re-shipped file loads anew."""
+    return load_checkpoint_file(Path(path), expected_sha256=sha256)
+
+
+load_shipped.cache_clear = _load_verified.cache_clear  # forget every loaded checkpoint
