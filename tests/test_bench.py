@@ -66,7 +66,7 @@ def test_cli_bench_scaling_and_training(reduced, tmp_path):
     r = run_cli("bench", "--data", str(reduced), "--limit", "1", "--reps", "1", "--sections", "scaling,train",
                 "--scaling-mp", "0.01,0.03", "--train-steps", "3", "--json", str(out), timeout=900)
     assert r.returncode == 0, r.stderr
-    assert "scaling" in r.stdout and "images/s" in r.stdout
+    assert "scaling" in r.stdout
     res = json.loads(out.read_text())
     points = res["scaling"]["points"]
     assert [round(p["mp"], 2) for p in points] == [0.01, 0.03]

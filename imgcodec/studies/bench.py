@@ -17,7 +17,7 @@ Sections (``--sections``, all by default):
 * ``cli``: wall time of ``imgcodec --help`` (and whether it imports torch), one image, many images
   in one call; the start-up imports.
 * ``scaling``: seconds and peak memory (RSS of a fresh process) against megapixels.
-* ``train``: training throughput (images/s) at the recipe's patch and batch size.
+* ``train``: training throughput (steps/s and crops/s, fp32 and bf16) at the recipe's patch and batch size.
 
 Timings are medians; with other work on the machine only the ratios measured in one run mean much.
 Each section imports torch, the codec and its peers inside its own function (deferred on purpose):
