@@ -529,8 +529,8 @@ def train_step(net, t: Trainee, plan: Plan, x: torch.Tensor, quality, lmbda: flo
     t.opt.step()
     if t.ema is not None:
         with torch.no_grad():
-            torch._foreach_lerp_(list(t.ema.values()), [p for n, p in t.model.named_parameters() if n in t.ema],
-                                 1 - plan.ema)
+            # the average holds exactly net_params, in their order (build_trainee)
+            torch._foreach_lerp_(list(t.ema.values()), t.net_params, 1 - plan.ema)
 
     aux = t.model.aux_loss()
     t.aux_opt.zero_grad(set_to_none=True)
