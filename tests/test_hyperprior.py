@@ -124,7 +124,7 @@ def test_config_quality_scale():
     with pytest.raises(ModelError, match="integer"):
         tiny_config(gain_units=False).normalize_quality(1.5)
     factorized = dataclasses.replace(cfg, architecture="factorized")
-    with pytest.raises(ModelError, match="gain_units needs architecture hyperprior"):
+    with pytest.raises(ModelError, match="gain_units needs architecture checkerboard, hyperprior, meanscale"):
         build_model(factorized)
     assert "gain_units" not in dataclasses.replace(cfg, gain_units=False).to_json()  # old configs unchanged
 

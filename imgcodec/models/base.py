@@ -62,7 +62,7 @@ def bits_per_pixel(likelihoods: dict, num_pixels: int) -> torch.Tensor:
 def check_codable(t: torch.Tensor) -> None:
     """Refuse latents the rANS coder cannot take: compressai's encoder loops forever on a value of
     2**27 or more (or NaN)."""
-    if not bool(torch.isfinite(t).all()) or float(t.abs().max()) >= rans.MAX_LATENT:
+    if t.numel() and (not bool(torch.isfinite(t).all()) or float(t.abs().max()) >= rans.MAX_LATENT):
         raise ModelError("the model produced latents out of range (NaN or huge): broken weights?")
 
 

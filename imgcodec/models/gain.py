@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..errors import ModelError
 
 
 class GainUnits(nn.Module):
@@ -49,3 +53,19 @@ class GainUnits(nn.Module):
             v = logs[level] if t == 0 else (1 - t) * logs[level] + t * logs[level + 1]
             pairs.append(torch.exp(v).view(1, -1, 1, 1))
         return pairs[0], pairs[1]
+
+    @torch.no_grad()
+    def extend_from(self, source: "GainUnits", source_lambdas, lambdas) -> None:
+        """Take a trained ``source`` whose ladder ``source_lambdas`` begins ``lambdas``: its levels
+        unchanged, each further level's gain (and inverse) moved from the one below by the high-rate
+        rule, :math:`\\tfrac12 \\log(\\lambda_{l+1} / \\lambda_l)` in every channel."""
+        k = len(source_lambdas)
+        if tuple(lambdas[:k]) != tuple(source_lambdas) or source.log_gain.shape != self.log_gain.shape:
+            raise ModelError("gain units grow only onto a longer λ ladder of the same channels that begins with the source's")
+        self.log_gain.copy_(source.log_gain)
+        self.log_step[: k - 1] = source.log_step
+        self.log_inverse[:k] = source.log_inverse
+        for level in range(k, len(lambdas)):
+            step = 0.5 * math.log(lambdas[level] / lambdas[level - 1])
+            self.log_step[level - 1] = math.log(math.expm1(max(step, 1e-3)))
+            self.log_inverse[level] = self.log_inverse[level - 1] - step

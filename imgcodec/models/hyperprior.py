@@ -32,6 +32,43 @@ def hyper_shape(shape: tuple[int, int]) -> tuple[int, int]:
     return -(-shape[0] // 4), -(-shape[1] // 4)
 
 
+def to_fixed(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in fixed point with ``HS_ACT_BITS`` fraction bits: integers held in float64, on the CPU."""
+    return torch.round(t.detach().to("cpu", torch.float64) * 2.0**HS_ACT_BITS)
+
+
+@torch.no_grad()
+def fixed_point(layers, x: torch.Tensor) -> torch.Tensor:
+    """Convolutions, transposed convolutions and ReLUs (in order) on ``x`` in fixed point, exactly.
+
+    ``x`` and the result have ``HS_ACT_BITS`` fraction bits, the weights ``HS_WEIGHT_BITS`` (the
+    biases both); each layer's sum is shifted back by ``HS_WEIGHT_BITS`` and rounded (half to even).
+    Every input is clamped so that no partial sum can reach 2**53: each one is then an exact integer
+    in float64, and the result does not depend on the order of the additions (the thread count, the
+    BLAS, the CPU).  :class:`ModelError` for weights too large for any room.
+    """
+    x = x.to("cpu", torch.float64, copy=True)
+    for layer in layers:
+        if isinstance(layer, nn.ReLU):
+            x.clamp_(min=0)
+            continue
+        transposed = isinstance(layer, nn.ConvTranspose2d)
+        w = torch.round(layer.weight.detach().to("cpu", torch.float64) * 2.0**HS_WEIGHT_BITS)
+        b = torch.round(layer.bias.detach().to("cpu", torch.float64) * 2.0 ** (HS_ACT_BITS + HS_WEIGHT_BITS))
+        reach = float(w.abs().sum(dim=(0, 2, 3) if transposed else (1, 2, 3)).max())  # Σ|w| into one output
+        room = _EXACT - 1 - float(b.abs().max())
+        if not (math.isfinite(reach) and room > 0):
+            raise ModelError("the hyper-synthesis weights are out of range: broken weights?")
+        limit = math.floor(room / max(reach, 1.0))
+        x.clamp_(-limit, limit)
+        if transposed:
+            acc = F.conv_transpose2d(x, w, b, layer.stride, layer.padding, layer.output_padding)
+        else:
+            acc = F.conv2d(x, w, b, layer.stride, layer.padding)
+        x = torch.round(acc * 2.0**-HS_WEIGHT_BITS)
+    return x
+
+
 class ScaleHyperprior(CodecModel):
     r"""Scale-hyperprior autoencoder of Ballé et al. ("bmshj2018-hyperprior").
 
@@ -134,28 +171,13 @@ class ScaleHyperprior(CodecModel):
         ``h_s`` of training a scale moves by ~1e-4 of itself (the rounding of weights and
         activations), which changes an index, by one, only for a scale that close to a table boundary.
         """
-        x = torch.round(z_hat.detach().to("cpu", torch.float64) * 2.0**HS_ACT_BITS)
-        for layer in self.h_s:
-            if isinstance(layer, nn.ReLU):
-                x.clamp_(min=0)
-                continue
-            transposed = isinstance(layer, nn.ConvTranspose2d)
-            w = torch.round(layer.weight.detach().to("cpu", torch.float64) * 2.0**HS_WEIGHT_BITS)
-            b = torch.round(layer.bias.detach().to("cpu", torch.float64) * 2.0 ** (HS_ACT_BITS + HS_WEIGHT_BITS))
-            reach = float(w.abs().sum(dim=(0, 2, 3) if transposed else (1, 2, 3)).max())  # Σ|w| into one output
-            room = _EXACT - 1 - float(b.abs().max())
-            if not (math.isfinite(reach) and room > 0):
-                raise ModelError("the hyper-synthesis weights are out of range: broken weights?")
-            limit = math.floor(room / max(reach, 1.0))
-            x.clamp_(-limit, limit)
-            if transposed:
-                acc = F.conv_transpose2d(x, w, b, layer.stride, layer.padding, layer.output_padding)
-            else:
-                acc = F.conv2d(x, w, b, layer.stride, layer.padding)
-            x = torch.round(acc * 2.0**-HS_WEIGHT_BITS)
-        x = x[..., : shape[0], : shape[1]].contiguous()
+        x = fixed_point(self.h_s, to_fixed(z_hat))
+        return self.fixed_scale_indexes(x[..., : shape[0], : shape[1]])
+
+    def fixed_scale_indexes(self, scales: torch.Tensor) -> torch.Tensor:
+        """The table index of every scale given in fixed point (``HS_ACT_BITS`` fraction bits)."""
         table = torch.round(self.gaussian_conditional.scale_table.detach().to("cpu", torch.float64) * 2.0**HS_ACT_BITS)
-        return torch.searchsorted(table[:-1].contiguous(), x)
+        return torch.searchsorted(table[:-1].contiguous(), scales.contiguous())
 
     def coded_latents(self, y: torch.Tensor, quality=None) -> tuple[torch.Tensor, ...]:
         """The tensors the coder codes for the analysis ``y`` at ``quality``: ``(y·gain, z)``."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from ..errors import ModelError
 from .base import CodecModel
+from .checkerboard import CheckerboardMeanScale
 from .config import ModelConfig
 from .factorized import FactorizedPrior
 from .hyperprior import MeanScaleHyperprior, ScaleHyperprior
 
-ARCHITECTURES = {"factorized": FactorizedPrior, "hyperprior": ScaleHyperprior, "meanscale": MeanScaleHyperprior}
+ARCHITECTURES = {"factorized": FactorizedPrior, "hyperprior": ScaleHyperprior, "meanscale": MeanScaleHyperprior,
+                 "checkerboard": CheckerboardMeanScale}
 
 
 def build_model(config: ModelConfig) -> CodecModel:
