@@ -220,3 +220,61 @@ def test_shipped_meanscale_grows_into_the_context_model_as_the_same_function():
             a = source.rd_pass(source.coded_latents(source.g_a(x), q), q)
             b = grown.rd_pass(grown.coded_latents(grown.g_a(x), q), q)
             assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+# --- the shipped model ------------------------------------------------------------------------
+
+SHIPPED = "checkerboard-gdn"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from PIL import Image
+
+    from conftest import SAMPLE
+
+    with Image.open(SAMPLE) as im:
+        return im.convert("RGB").crop((0, 0, 256, 192))
+
+
+def test_shipped_rate_grows_with_continuous_quality(sample):
+    import imgcodec
+
+    qualities = [1, 1.5, 2, 2.75, 3, 4, 4.2, 5, 6, 6.5, 7, 7.5, 8]
+    sizes = [len(imgcodec.encode(sample, model=SHIPPED, quality=q)) for q in qualities]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), list(zip(qualities, sizes))
+    ref = np.asarray(sample, dtype=np.float64)
+
+    def psnr(q):
+        im = imgcodec.decode(imgcodec.encode(sample, model=SHIPPED, quality=q))
+        return 10 * np.log10(255**2 / np.mean((np.asarray(im, dtype=np.float64) - ref) ** 2))
+
+    curve = [psnr(q) for q in (1, 4, 6, 7, 8)]
+    assert curve == sorted(curve), curve
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.4, 0.7, 0.95])
+def test_shipped_target_size_within_two_percent(sample, fraction):
+    import imgcodec
+    from imgcodec.format import bitstream
+
+    lo = len(imgcodec.encode(sample, model=SHIPPED, quality=1))
+    hi = len(imgcodec.encode(sample, model=SHIPPED, quality=8))
+    limit = int(lo + fraction * (hi - lo))
+    data = imgcodec.encode(sample, model=SHIPPED, target_size=limit)
+    assert 0.98 * limit <= len(data) <= limit, (limit, len(data), bitstream.unpack(data).header.quality)
+
+
+def test_shipped_file_decodes_to_the_same_pixels_with_one_and_two_threads(sample):
+    import imgcodec
+
+    data = imgcodec.encode(sample, model=SHIPPED, quality=5.5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = np.asarray(imgcodec.decode(data))
+        torch.set_num_threads(2)
+        two = np.asarray(imgcodec.decode(data))
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(one, two)

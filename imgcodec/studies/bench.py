@@ -17,6 +17,9 @@ Sections (``--sections``, all by default):
 * ``cli``: wall time of ``imgcodec --help`` (and whether it imports torch), one image, many images
   in one call; the start-up imports.
 * ``scaling``: seconds and peak memory (RSS of a fresh process) against megapixels.
+* ``models``: encode and decode seconds per image of each architecture's shipped model at its
+  default quality (one thread unless ``--threads``), alternated image by image, as a ratio against
+  ``meanscale-gdn``; plain encoding (no refinement).
 * ``train``: training throughput (steps/s and crops/s, fp32 and bf16) at the recipe's patch and batch size.
 
 Timings are medians; with other work on the machine only the ratios measured in one run mean much.
@@ -40,7 +43,7 @@ from typing import Callable
 
 import numpy as np
 
-SECTIONS = ("peer", "split", "flops", "techniques", "cli", "scaling", "train")
+SECTIONS = ("peer", "split", "flops", "techniques", "cli", "scaling", "models", "train")
 DEFAULT_SCALING_MP = (0.1, 0.5, 1, 2, 4, 8, 16, 24)
 
 
@@ -728,6 +731,48 @@ def scaling_section(sizes, source: Path, model, quality, threads, log, clock: st
 # Section: training throughput
 
 
+MODELS_REFERENCE = "meanscale-gdn"
+
+
+def models_section(images, reps: int, warmup: int, log, clock: str = "wall") -> dict:
+    """Encode and decode seconds per image of one shipped model per architecture, alternated image
+    by image, and each one's ratio to ``MODELS_REFERENCE``."""
+    from ..codec import api as codec
+    from ..codec.imageio import CanonicalImage
+    from ..models import store
+
+    names = {}
+    for name, config in store.available_configs().items():
+        if store.shipped_qualities(name) and config.norm == "gdn":
+            names.setdefault(config.architecture, name)
+    names = sorted(names.values(), key=lambda n: (n != MODELS_REFERENCE, n))
+    loaded = {n: store.load_shipped(n) for n in names}
+    totals = {n: {"encode": 0.0, "decode": 0.0, "bytes": 0} for n in names}
+    for _, rgb in images:
+        img = CanonicalImage(rgb, None, False)
+        files = {n: codec.encode_canonical(img, loaded[n]) for n in names}
+        fns = {}
+        for n in names:
+            fns[f"{n} encode"] = lambda n=n: codec.encode_canonical(img, loaded[n])
+            fns[f"{n} decode"] = lambda n=n: codec.decode(files[n], loaded=loaded[n])
+        t = _alternate(fns, reps, warmup)
+        for n in names:
+            totals[n]["encode"] += t[f"{n} encode"][clock] / len(images)
+            totals[n]["decode"] += t[f"{n} decode"][clock] / len(images)
+            totals[n]["bytes"] += len(files[n])
+    ref = totals.get(MODELS_REFERENCE)
+    rows = []
+    for n in names:
+        r = totals[n]
+        if ref:
+            r["encode_ratio"], r["decode_ratio"] = r["encode"] / ref["encode"], r["decode"] / ref["decode"]
+        rows.append([n, loaded[n].model.config.architecture, r["bytes"], r["encode"], r.get("encode_ratio", float("nan")),
+                     r["decode"], r.get("decode_ratio", float("nan"))])
+    log(_table(["model", "architecture", "bytes", "encode s", f"× {MODELS_REFERENCE}", "decode s",
+                f"× {MODELS_REFERENCE}"], rows))
+    return totals
+
+
 def _cpu_now() -> float:
     """CPU seconds of this process and of its reaped children (the data-loader workers)."""
     import resource
@@ -840,6 +885,9 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
     if "scaling" in opts.sections:
         log("\n## scaling (fresh process per size)")
         res["scaling"] = scaling_section(opts.scaling_mp, paths[0], opts.model, qualities[0], opts.threads, log, clock)
+    if "models" in opts.sections:
+        log("\n## the architectures against meanscale-gdn (default qualities)")
+        res["models"] = models_section(images, opts.reps, opts.warmup, log, clock)
     if "train" in opts.sections:
         log("\n## training throughput")
         res["train"] = train_section(Path(opts.train_data) if opts.train_data else folder, opts.model,
