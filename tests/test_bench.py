@@ -44,6 +44,21 @@ def test_peer_identity_and_sections(reduced):
     assert res["cli"]["imgcodec --help"]["imports_torch"] is False
 
 
+def test_models_section_times_each_architecture_against_meanscale(reduced):
+    lines = []
+    res = bench.run(bench.BenchOptions(data=reduced, reps=1, warmup=0, compile=False, sections=("models",)),
+                    log=lines.append)["models"]
+    text = "\n".join(lines)
+    from imgcodec.models import store
+
+    shipped = {store.load_config(n).architecture for n in res}
+    assert {"factorized", "hyperprior", "meanscale", "checkerboard"} <= shipped
+    assert res[bench.MODELS_REFERENCE]["encode_ratio"] == 1.0 and res[bench.MODELS_REFERENCE]["decode_ratio"] == 1.0
+    for name, r in res.items():
+        assert r["encode"] > 0 and r["decode"] > 0 and r["bytes"] > 0
+        assert name in text
+
+
 def test_peer_holds_our_weights():
     from imgcodec.models import store
 
