@@ -1,5 +1,6 @@
-"""A private IMGCODEC_HOME with tiny, briefly trained scale-hyperprior models (shared by
+"""A private model store with tiny, briefly trained scale-hyperprior models (shared by
 tests/test_hyperprior.py and tests/test_ratecontrol.py; the real ``checkpoints/`` is never touched).
+``hp_home`` is its root, ``hp_store`` the ``Store`` that tests pass to the library.
 
 * ``tinyhp``: gain units over three λ levels, one checkpoint for every quality (trained 60 steps);
 * ``tinyhp-fixed``: no gain units, qualities 1 and 2 shipped as separate checkpoints;
@@ -52,9 +53,9 @@ patch = 32
 """
 
 
-def training_home(tmp_path, monkeypatch, configs: dict[str, str]) -> dict:
-    """An IMGCODEC_HOME holding ``configs`` (name → TOML) and no checkpoints, two photos to train
-    on, and the ``TrainOptions`` arguments every tiny run shares."""
+def tiny_home(tmp_path, configs: dict[str, str]) -> dict:
+    """A store root holding ``configs`` (name → TOML) and no checkpoints, two photos to train on,
+    and the ``TrainOptions`` arguments every tiny run shares (``home``: that root)."""
     home = tmp_path / "home"
     (home / "models").mkdir(parents=True)
     (home / "checkpoints").mkdir()
@@ -64,8 +65,15 @@ def training_home(tmp_path, monkeypatch, configs: dict[str, str]) -> dict:
     data.mkdir()
     for i in range(2):
         Image.fromarray(natural_image(48, 48, seed=i)).save(data / f"{i}.png")
-    monkeypatch.setenv("IMGCODEC_HOME", str(home))
-    return dict(data=data, workers=0, progress=False, threads=1, log_every=10, precision="fp32")
+    return dict(home=home, data=data, workers=0, progress=False, threads=1, log_every=10, precision="fp32")
+
+
+def training_home(tmp_path, monkeypatch, configs: dict[str, str]) -> dict:
+    """``tiny_home``, with ``$IMGCODEC_HOME`` set to its root too: for a test that also runs the
+    command line in-process, whose store is the one that variable names."""
+    common = tiny_home(tmp_path, configs)
+    monkeypatch.setenv("IMGCODEC_HOME", str(common["home"]))
+    return common
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -96,13 +104,18 @@ def hp_home(tmp_path_factory):
     for i in range(3):
         Image.fromarray(natural_image(48, 40 + 8 * i, seed=i)).save(data / f"{i}.png")
     threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IMGCODEC_HOME", str(home))
-        store.load_shipped.cache_clear()
-        common = dict(data=data, workers=0, progress=False, ship=True, threads=1, log_every=10, precision="fp32")
-        train(TrainOptions(model="tinyhp", out=base / "run", steps=60, **common))
-        for q in (1, 2):
-            train(TrainOptions(model="tinyhp-fixed", quality=q, out=base / f"run{q}", steps=15, **common))
-        yield home
-        store.load_shipped.cache_clear()
+    store.load_shipped.cache_clear()
+    common = dict(home=home, data=data, workers=0, progress=False, ship=True, threads=1, log_every=10,
+                  precision="fp32")
+    train(TrainOptions(model="tinyhp", out=base / "run", steps=60, **common))
+    for q in (1, 2):
+        train(TrainOptions(model="tinyhp-fixed", quality=q, out=base / f"run{q}", steps=15, **common))
+    yield home
+    store.load_shipped.cache_clear()
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def hp_store(hp_home) -> store.Store:
+    """The ``Store`` of ``hp_home``."""
+    return store.Store.at(hp_home)

@@ -88,15 +88,17 @@ def test_huge_widths_cost_no_memory_or_time(tmp_path):
 def test_a_bad_shipped_checkpoint_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
     for name in ("models", "checkpoints"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("*.safetensors"))
-    monkeypatch.setenv("IMGCODEC_HOME", str(tmp_path))
+    tmp_store = store.Store.at(tmp_path)
     store.load_shipped.cache_clear()
     try:
-        entry = store.manifest_entry("factorized-gdn", GOOD.default_quality)
+        entry = tmp_store.manifest_entry("factorized-gdn", GOOD.default_quality)
         path = _checkpoint(tmp_path / "checkpoints" / entry["file"], _config(N=2000, M=2000))
         entries = [dict(e, sha256=store.sha256_file(path)) if e["file"] == entry["file"] else e
-                   for e in store.read_manifest()]
-        store.write_manifest(entries)
+                   for e in tmp_store.read_manifest()]
+        tmp_store.write_manifest(entries)
         src = ROOT / "data" / "sample.png"
+        # the command line, run here in-process, takes its store from the environment
+        monkeypatch.setenv("IMGCODEC_HOME", str(tmp_path))
         code, _, err = run(capsys, "encode", src, tmp_path / "o.bin")
         assert code == 1 and len(err.strip().splitlines()) == 1, err
         assert "has invalid metadata: config: N = 2000" in err

@@ -1,7 +1,7 @@
 """The scale-hyperprior model: exact round trips, gain units and continuous quality, the
 exactness of the scale indexes, the checked decoder of its ŷ payload, and damaged or hostile files.
 
-Tiny models (N=16, M=24) trained for a few dozen steps in a private IMGCODEC_HOME
+Tiny models (N=16, M=24) trained for a few dozen steps in a private model store
 (``hyperprior_home.py``); nothing here needs the shipped hyperprior weights.
 """
 
@@ -32,7 +32,7 @@ from imgcodec.models.registry import build_model
 from imgcodec.studies import fuzz
 
 from conftest import natural_image, run_main
-from hyperprior_home import hp_home, one_thread  # noqa: F401 - fixtures
+from hyperprior_home import hp_home, hp_store, one_thread  # noqa: F401 - fixtures
 
 MODEL = "tinyhp"
 
@@ -302,67 +302,69 @@ def photo() -> Image.Image:
     return Image.fromarray(natural_image(40, 56, seed=4))
 
 
-def test_shipped_as_one_checkpoint_for_every_quality(hp_home):
-    entries = [e for e in store.read_manifest() if e["model"] == MODEL]
+def test_shipped_as_one_checkpoint_for_every_quality(hp_store):
+    entries = [e for e in hp_store.read_manifest() if e["model"] == MODEL]
     assert [(e["quality"], e["file"]) for e in entries] == [(store.EVERY_QUALITY, f"{MODEL}.safetensors")]
     assert entries[0]["lambdas"] == [0.01, 0.05, 0.25] and entries[0]["lambda"] is None
-    assert store.shipped_qualities(MODEL) == [1, 2, 3]
-    a, b = store.load_shipped(MODEL, 1.5), store.load_shipped(MODEL, 3)
+    assert hp_store.shipped_qualities(MODEL) == [1, 2, 3]
+    a, b = hp_store.load_shipped(MODEL, 1.5), hp_store.load_shipped(MODEL, 3)
     assert a.model is b.model and (a.quality, b.quality) == (1.5, 3)
-    assert store.load_shipped(MODEL, store.EVERY_QUALITY).quality == 2  # its manifest key: the default
-    assert store.shipped_qualities("tinyhp-fixed") == [1, 2]
+    assert hp_store.load_shipped(MODEL, store.EVERY_QUALITY).quality == 2  # its manifest key: the default
+    assert hp_store.shipped_qualities("tinyhp-fixed") == [1, 2]
 
 
 @pytest.mark.parametrize("quality", [2.37, 2, 1, 3])
-def test_file_round_trip_is_exact(hp_home, photo, quality):
-    data = imgcodec.encode(photo, model=MODEL, quality=quality)
+def test_file_round_trip_is_exact(hp_store, photo, quality):
+    data = imgcodec.encode(photo, model=MODEL, quality=quality, store=hp_store)
     s = bitstream.unpack(data)
     assert data[4] == 2  # two latent parts: version 2, whatever the quality
     assert s.header.quality == quality and s.header.latent_parts == 2 and len(s.parts) == 2
-    out = imgcodec.decode(data)
-    model = store.load_shipped(MODEL, quality).model
+    out = imgcodec.decode(data, store=hp_store)
+    model = hp_store.load_shipped(MODEL, quality).model
     np.testing.assert_array_equal(np.asarray(out), expected_reconstruction(model, np.asarray(photo), quality))
 
 
-def test_rgba_and_gray_round_trip(hp_home, photo):
+def test_rgba_and_gray_round_trip(hp_store, photo):
     rgba = photo.copy()
     rgba.putalpha(Image.fromarray(natural_image(40, 56, seed=5)[..., 0]))
-    data = imgcodec.encode(rgba, model=MODEL, quality=1.5)
+    data = imgcodec.encode(rgba, model=MODEL, quality=1.5, store=hp_store)
     s = bitstream.unpack(data)
     assert len(s.parts) == 3 and s.header.mode == "RGBA"
-    out = imgcodec.decode(data)
+    out = imgcodec.decode(data, store=hp_store)
     assert out.mode == "RGBA" and out.getchannel("A").tobytes() == rgba.getchannel("A").tobytes()
-    assert imgcodec.decode(imgcodec.encode(photo.convert("L"), model=MODEL, quality=2.5)).mode == "L"
+    gray = imgcodec.encode(photo.convert("L"), model=MODEL, quality=2.5, store=hp_store)
+    assert imgcodec.decode(gray, store=hp_store).mode == "L"
 
 
-def test_models_with_one_checkpoint_per_quality(hp_home, photo):
-    data = imgcodec.encode(photo, model="tinyhp-fixed", quality=2)
+def test_models_with_one_checkpoint_per_quality(hp_store, photo):
+    data = imgcodec.encode(photo, model="tinyhp-fixed", quality=2, store=hp_store)
     s = bitstream.unpack(data)
     assert data[4] == 2 and s.header.quality == 2
-    assert imgcodec.decode(data).size == photo.size
+    assert imgcodec.decode(data, store=hp_store).size == photo.size
     with pytest.raises(ModelError, match="integer"):
-        imgcodec.encode(photo, model="tinyhp-fixed", quality=1.5)
+        imgcodec.encode(photo, model="tinyhp-fixed", quality=1.5, store=hp_store)
 
 
-def test_bpp_increases_with_quality(hp_home):
+def test_bpp_increases_with_quality(hp_store):
     """The continuous quality scale: every step of a quarter makes a larger file, and no step of a
     twentieth a smaller one."""
     img = Image.fromarray(natural_image(96, 128, seed=3))
     qualities = [1 + k / 4 for k in range(9)]
-    sizes = [len(imgcodec.encode(img, model=MODEL, quality=q)) for q in qualities]
+    sizes = [len(imgcodec.encode(img, model=MODEL, quality=q, store=hp_store)) for q in qualities]
     assert all(b > a for a, b in zip(sizes, sizes[1:])), dict(zip(qualities, sizes))
-    fine = [len(imgcodec.encode(img, model=MODEL, quality=1 + k / 20)) for k in range(41)]
+    fine = [len(imgcodec.encode(img, model=MODEL, quality=1 + k / 20, store=hp_store)) for k in range(41)]
     assert fine == sorted(fine) and fine[-1] > 3 * fine[0], fine
 
 
-def test_fractional_quality_on_the_command_line(hp_home, photo, tmp_path, capsys):
+def test_fractional_quality_on_the_command_line(hp_home, hp_store, photo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IMGCODEC_HOME", str(hp_home))  # the command line's store (run here in-process)
     src, binf, png = tmp_path / "in.png", tmp_path / "o.bin", tmp_path / "o.png"
     photo.save(src)
     assert run_main(capsys, "encode", src, binf, "--model", MODEL, "-q", "2.45")[0] == 0
     code, out, _ = run_main(capsys, "info", binf)
     assert code == 0 and "quality   2.45" in out and MODEL in out
     assert run_main(capsys, "decode", binf, png)[0] == 0
-    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(imgcodec.decode(binf.read_bytes())))
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(imgcodec.decode(binf.read_bytes(), store=hp_store)))
     code, out, _ = run_main(capsys, "models")
     assert "continuous quality 1..3" in out
     listing = out.split(f"{MODEL}:", 1)[1].split("\n")[2:5]  # its three levels, one checkpoint
@@ -379,8 +381,8 @@ def test_fractional_quality_on_the_command_line(hp_home, photo, tmp_path, capsys
 
 
 @pytest.fixture(scope="module")
-def small_file(hp_home) -> bytes:
-    return imgcodec.encode(Image.fromarray(natural_image(32, 32, seed=6)), model=MODEL, quality=2.5)
+def small_file(hp_store) -> bytes:
+    return imgcodec.encode(Image.fromarray(natural_image(32, 32, seed=6)), model=MODEL, quality=2.5, store=hp_store)
 
 
 def _flip(data: bytes, bit: int) -> bytes:
@@ -389,64 +391,64 @@ def _flip(data: bytes, bit: int) -> bytes:
     return bytes(b)
 
 
-def test_every_single_bit_flip_and_truncation_is_reported(small_file):
-    imgcodec.decode(small_file)
+def test_every_single_bit_flip_and_truncation_is_reported(small_file, hp_store):
+    imgcodec.decode(small_file, store=hp_store)
     reasons = set()
     for bit in range(8 * len(small_file)):
         with pytest.raises(BitstreamError) as info:
-            imgcodec.decode(_flip(small_file, bit))
+            imgcodec.decode(_flip(small_file, bit), store=hp_store)
         reasons.add(str(info.value).split(" (")[0])
     assert {r for r in reasons if not r.startswith("unsupported format version")} <= {
         "corrupt file: CRC32 mismatch", "not an imgcodec file", "truncated file"}, reasons
     for n in range(len(small_file)):
         with pytest.raises(BitstreamError):
-            imgcodec.decode(small_file[:n])
+            imgcodec.decode(small_file[:n], store=hp_store)
 
 
-def test_damaged_payloads_with_a_recomputed_crc_are_refused(small_file):
+def test_damaged_payloads_with_a_recomputed_crc_are_refused(small_file, hp_store):
     """Past the CRC, the checked decoders of ẑ and ŷ refuse every flipped bit of either part."""
     parts = fuzz.Layout.of(small_file).parts
     assert len(parts) == 2
     for pos, n in parts:
         for bit in range(8 * pos, 8 * (pos + n)):
             with pytest.raises(BitstreamError, match="corrupt payload"):
-                imgcodec.decode(fuzz.reseal(_flip(small_file, bit)))
+                imgcodec.decode(fuzz.reseal(_flip(small_file, bit)), store=hp_store)
 
 
-def test_latent_part_count_must_match_the_model(hp_home, small_file, photo):
+def test_latent_part_count_must_match_the_model(hp_store, small_file, photo):
     s = bitstream.unpack(small_file)
     one = bitstream.pack(dataclasses.replace(s.header, latent_parts=1), [s.parts[1]])
     with pytest.raises(BitstreamError, match="1 latent parts, but model 'tinyhp' writes 2"):
-        imgcodec.decode(one)
-    f = bitstream.unpack(imgcodec.encode(photo))  # the factorized default: one part, version 1
+        imgcodec.decode(one, store=hp_store)
+    f = bitstream.unpack(imgcodec.encode(photo, store=hp_store))  # the factorized default: one part, version 1
     two = bitstream.pack(dataclasses.replace(f.header, latent_parts=2), [f.parts[0], f.parts[0]])
     with pytest.raises(BitstreamError, match="2 latent parts, but model 'factorized-gdn' writes 1"):
-        imgcodec.decode(two)
+        imgcodec.decode(two, store=hp_store)
 
 
-def _foreign(hp_home, img: Image.Image, quality) -> bytes:
+def _foreign(hp_store, img: Image.Image, quality) -> bytes:
     """Latents coded with another, randomly initialised model's tables, under the shipped header."""
     from imgcodec.codec import api as codec
     from imgcodec.codec.imageio import canonicalize
 
     torch.manual_seed(99)
-    other = build_model(store.load_config(MODEL)).eval()
+    other = build_model(hp_store.load_config(MODEL)).eval()
     other.update(force=True)
     canon = canonicalize(img)
     with torch.no_grad():  # big enough latents that the payload is not all zeros
         other.g_a[-1].weight.mul_(20)
     parts = compress_latents(other, canon.rgb, quality=quality)
-    header = bitstream.unpack(codec.encode_canonical(canon, store.load_shipped(MODEL, quality))).header
+    header = bitstream.unpack(codec.encode_canonical(canon, hp_store.load_shipped(MODEL, quality))).header
     return bitstream.pack(header, parts)
 
 
-def test_foreign_latents_are_refused(hp_home, photo):
+def test_foreign_latents_are_refused(hp_store, photo):
     for q in (1, 2.5):
         with pytest.raises(BitstreamError, match="corrupt payload"):
-            imgcodec.decode(_foreign(hp_home, photo, q))
+            imgcodec.decode(_foreign(hp_store, photo, q), store=hp_store)
 
 
-def test_fuzz_campaign_on_hyperprior_files(hp_home, small_file, photo):
+def test_fuzz_campaign_on_hyperprior_files(hp_home, hp_store, small_file, photo):
     """Crafted files with correct CRCs, and a seeded campaign of mutations of hyperprior files, in
     the fuzz harness's worker (a crash or a hang there is a finding, not a dead test run)."""
     s = bitstream.unpack(small_file)
@@ -463,10 +465,10 @@ def test_fuzz_campaign_on_hyperprior_files(hp_home, small_file, photo):
         forge([b"\0" * 8, b"\0" * 8], width=6000, height=4000),
         forge([z, y], quality=3), forge([z, y], quality=1.01),
     ]
-    foreign = [_foreign(hp_home, photo, 2.5)]
-    seeds = [small_file, imgcodec.encode(photo, model=MODEL, quality=1)]
+    foreign = [_foreign(hp_store, photo, 2.5)]
+    seeds = [small_file, imgcodec.encode(photo, model=MODEL, quality=1, store=hp_store)]
     mutated = [fuzz.generate(77, i, seeds, foreign)[1] for i in range(250)]
-    report = fuzz.campaign(0, inputs=hostile + foreign + mutated, wall_limit=120)
+    report = fuzz.campaign(0, inputs=hostile + foreign + mutated, wall_limit=120, home=hp_home)
     assert report.findings == [], report.findings
     assert report.inputs == len(hostile) + 1 + 250
     assert set(report.outcomes) <= {"BitstreamError", "decoded", "ModelError"}
@@ -474,19 +476,20 @@ def test_fuzz_campaign_on_hyperprior_files(hp_home, small_file, photo):
     assert report.max_cpu < 10
 
 
-def test_evaluation_of_a_continuous_model(hp_home, tmp_path):
+def test_evaluation_of_a_continuous_model(hp_store, tmp_path):
     """`imgcodec eval`: the shipped model at its levels (or any quality), and a run's checkpoint."""
     from imgcodec.eval import evaluate
 
     data = tmp_path / "eval"
     data.mkdir()
     Image.fromarray(natural_image(40, 48, seed=12)).save(data / "a.png")
-    res = evaluate.evaluate_model(data, model=MODEL, progress=False)
+    res = evaluate.evaluate_model(data, model=MODEL, progress=False, store=hp_store)
     assert res.results["quality"] == [1, 2, 3]
     bpp = res.results["bpp"]
     assert bpp == sorted(bpp) and len(set(bpp)) == 3
-    ckpt = store.checkpoints_dir() / f"{MODEL}.safetensors"
-    res = evaluate.evaluate_model(data, checkpoint=ckpt, qualities=evaluate.parse_qualities(["2.5,1"]), progress=False)
+    ckpt = hp_store.checkpoints / f"{MODEL}.safetensors"
+    res = evaluate.evaluate_model(data, checkpoint=ckpt, qualities=evaluate.parse_qualities(["2.5,1"]), progress=False,
+                                  store=hp_store)
     assert res.results["quality"] == [1, 2.5]
     assert res.results["bpp"][0] == bpp[0]
     # Each quality is labelled with its λ (ladder 0.01, 0.05, 0.25: 2.5 lies halfway from 0.05 to 0.25, exponentially).
@@ -508,8 +511,8 @@ def test_trainer_draws_a_level_per_step_and_resumes_exactly(hp_home, tmp_path, m
         return model
 
     monkeypatch.setattr(trainer, "build_model", recording)
-    common = dict(model=MODEL, data=hp_home.parent / "imgs", workers=0, progress=False, threads=1, steps=16,
-                  precision="fp32")
+    common = dict(model=MODEL, home=hp_home, data=hp_home.parent / "imgs", workers=0, progress=False, threads=1,
+                  steps=16, precision="fp32")
     straight = trainer.train(trainer.TrainOptions(out=tmp_path / "a", **common))
     assert straight["lambda"] is None and set(seen) == {1, 2, 3}
     run = tmp_path / "b"

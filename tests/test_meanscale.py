@@ -27,7 +27,7 @@ from imgcodec.models.registry import build_model
 from imgcodec.train import TrainOptions, train
 
 from conftest import natural_image
-from hyperprior_home import TINY_HP, training_home
+from hyperprior_home import TINY_HP, tiny_home
 
 QUALITIES = [1, 2.37, 3]
 
@@ -147,9 +147,9 @@ def test_refine_works_through_the_means():
 
 
 
-def test_trainer_grows_a_meanscale_model_from_a_scale_hyperprior(tmp_path, monkeypatch):
+def test_trainer_grows_a_meanscale_model_from_a_scale_hyperprior(tmp_path):
     meanscale = TINY_HP.replace('architecture = "hyperprior"', 'architecture = "meanscale"')
-    common = training_home(tmp_path, monkeypatch, {
+    common = tiny_home(tmp_path, {
         "tinyhp": TINY_HP, "tinyms": meanscale, "tinyms-narrow": meanscale.replace("N = 16", "N = 8"),
     })
     hp = train(TrainOptions(model="tinyhp", out=tmp_path / "hp", steps=4, **common))

@@ -3,7 +3,7 @@
 * Checkpoints load only as safetensors whose sha256 matches the manifest: a pickle offered as a
   checkpoint is refused *without being executed* — its payload would create a file, and the file
   does not exist afterwards.  The real ``checkpoints/`` is never touched: tests that tamper with
-  it work on a copy under ``IMGCODEC_HOME``.
+  it work on a copy in a temporary store.
 * The decoder refuses a header whose pixel count exceeds its cap unless told otherwise, and
   image inputs are guarded against decompression bombs.
 """
@@ -81,19 +81,18 @@ def test_pickle_checkpoint_file_is_refused_without_being_run(tmp_path, kind):
 
 
 @pytest.fixture()
-def home(tmp_path, monkeypatch):
-    """A copy of models/ and checkpoints/ under a temporary IMGCODEC_HOME."""
+def home(tmp_path):
+    """A copy of models/ and checkpoints/ under a temporary store root."""
     for name in ("models", "checkpoints"):
         shutil.copytree(ROOT / name, tmp_path / name)
-    monkeypatch.setenv("IMGCODEC_HOME", str(tmp_path))
     store.load_shipped.cache_clear()
     yield tmp_path
     store.load_shipped.cache_clear()
 
 
 def _default_entry(home: Path) -> dict:
-    quality = store.load_config(MODEL).default_quality
-    entry = store.manifest_entry(MODEL, quality)
+    quality = store.Store.at(home).load_config(MODEL).default_quality
+    entry = store.Store.at(home).manifest_entry(MODEL, quality)
     assert entry is not None
     assert (home / "checkpoints" / entry["file"]).is_file()
     return entry
@@ -106,7 +105,7 @@ def test_tampered_shipped_checkpoint_is_refused(home):
     data[len(data) // 2] ^= 0x01  # one flipped bit in the weights
     path.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="does not match its manifest sha256"):
-        store.load_shipped(MODEL, entry["quality"])
+        store.Store.at(home).load_shipped(MODEL, entry["quality"])
 
 
 def test_pickle_swapped_in_for_a_shipped_checkpoint_is_refused(home):
@@ -115,7 +114,7 @@ def test_pickle_swapped_in_for_a_shipped_checkpoint_is_refused(home):
     path = home / "checkpoints" / entry["file"]
     path.write_bytes(_evil_pickle(marker))
     with pytest.raises(ModelError, match="does not match its manifest sha256"):
-        store.load_shipped(MODEL, entry["quality"])
+        store.Store.at(home).load_shipped(MODEL, entry["quality"])
     # The attacker rewrites the manifest too: the hash now matches, the parser still refuses.
     manifest = home / "checkpoints" / store.MANIFEST_NAME
     doc = json.loads(manifest.read_text())
@@ -125,7 +124,7 @@ def test_pickle_swapped_in_for_a_shipped_checkpoint_is_refused(home):
     manifest.write_text(json.dumps(doc))
     store.load_shipped.cache_clear()
     with pytest.raises(ModelError, match="not a safetensors checkpoint"):
-        store.load_shipped(MODEL, entry["quality"])
+        store.Store.at(home).load_shipped(MODEL, entry["quality"])
     assert not marker.exists()
     # And end to end, as a user would meet it: one line, exit 1, no output, nothing executed.
     src = home / "in.png"

@@ -34,13 +34,14 @@ patch = 32
 
 
 @pytest.fixture()
-def home(tmp_path, monkeypatch):
-    """A private IMGCODEC_HOME (models/ + empty checkpoints/) so tests never touch the real one."""
+def home(tmp_path):
+    """A private store root (models/ + empty checkpoints/) so tests never touch the real one: the
+    trainer gets it as ``TrainOptions(home=...)``, the library as ``Store.at(home)``, the command
+    line (a subprocess) as ``$IMGCODEC_HOME``."""
     h = tmp_path / "home"
     (h / "models").mkdir(parents=True)
     (h / "checkpoints").mkdir()
     (h / "models" / "tiny.toml").write_text(TINY)
-    monkeypatch.setenv("IMGCODEC_HOME", str(h))
     store.load_shipped.cache_clear()
     yield h
     store.load_shipped.cache_clear()
@@ -64,7 +65,7 @@ def rows(run: Path) -> list[dict]:
 def opts(home, images, run, **kw) -> TrainOptions:
     # fp32 unless a test asks: "auto" would train these tiny models in bf16 on some CPUs only
     base = dict(model="tiny", quality=1, data=images, out=run, steps=40, log_every=5, workers=0, progress=False,
-                precision="fp32")
+                precision="fp32", home=home)
     base.update(kw)
     return TrainOptions(**base)
 
@@ -88,19 +89,19 @@ def test_resume_is_exact(home, images, tmp_path):
     straight = train(opts(home, images, tmp_path / "a", steps=30))
     run = tmp_path / "b"
     train(opts(home, images, run, steps=30, checkpoint_seconds=0.0, stop_after=12))
-    assert load_step(run) == 12
+    assert load_step(home, run) == 12
     resumed = train(opts(home, images, run, steps=30, resume=True))
     assert resumed["step"] == 30
     assert resumed["weights"] == straight["weights"]
     assert [int(x["step"]) for x in rows(run)] == list(range(5, 31, 5))
 
 
-def load_step(run: Path) -> int:
+def load_step(home: Path, run: Path) -> int:
     import torch
 
     from imgcodec.models.registry import build_model
 
-    model = build_model(store.load_config("tiny"))
+    model = build_model(store.Store.at(home).load_config("tiny"))
     net = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     step, _ = load_state(run / STATE_FILE, model, torch.optim.Adam(net), torch.optim.Adam(aux))
@@ -117,13 +118,13 @@ def test_kill_9_then_resume(home, images, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not (run / STATE_FILE).exists() or time.monotonic() < deadline and load_step(run) < 20:
+        while not (run / STATE_FILE).exists() or time.monotonic() < deadline and load_step(home, run) < 20:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.3)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    saved = load_step(run)  # the state file is whole (atomic write), never half-written
+    saved = load_step(home, run)  # the state file is whole (atomic write), never half-written
     assert saved >= 20
     summary = train(opts(home, images, run, steps=saved + 10, resume=True))
     assert summary["step"] == saved + 10
@@ -176,11 +177,12 @@ def test_ship_writes_checkpoint_and_manifest(home, images, tmp_path):
     import imgcodec
 
     summary = train(opts(home, images, tmp_path / "run", steps=5, quality=2, ship=True))
-    entry = store.manifest_entry("tiny", 2)
+    tiny_store = store.Store.at(home)
+    entry = tiny_store.manifest_entry("tiny", 2)
     assert entry["file"] == "tiny-q2.safetensors" and entry["steps"] == 5 and entry["lambda"] == 0.05
     assert entry["sha256"] == store.sha256_file(home / "checkpoints" / entry["file"]) == summary["sha256"]
-    data = imgcodec.encode(Image.fromarray(natural_image(20, 20)), model="tiny", quality=2)
-    assert imgcodec.decode(data).size == (20, 20)
+    data = imgcodec.encode(Image.fromarray(natural_image(20, 20)), model="tiny", quality=2, store=tiny_store)
+    assert imgcodec.decode(data, store=tiny_store).size == (20, 20)
 
 
 def test_ms_ssim_metric(home, images, tmp_path):
@@ -244,7 +246,7 @@ def test_bf16_autocast_keeps_the_rate_in_fp32(home, architecture):
     from imgcodec.models.registry import build_model
 
     (home / "models" / "t.toml").write_text(TINY.replace('"factorized"', f'"{architecture}"'))
-    model = build_model(store.load_config("t")).eval()
+    model = build_model(store.Store.at(home).load_config("t")).eval()
     x = torch.from_numpy(natural_image(64, 64)).permute(2, 0, 1)[None].float() / 255
     torch.manual_seed(0)
     ref = model(x)
@@ -272,8 +274,9 @@ def test_bf16_training_writes_an_exact_fp32_checkpoint(home, images, tmp_path):
     tensors = loaded.model.state_dict().values()
     assert all(t.dtype != torch.bfloat16 and t.is_contiguous() for t in tensors)
     rgb = natural_image(40, 56, seed=3)
-    data = imgcodec.encode(Image.fromarray(rgb), model="tiny", quality=1)
-    first, second = (np.asarray(imgcodec.decode(data)) for _ in range(2))
+    tiny_store = store.Store.at(home)
+    data = imgcodec.encode(Image.fromarray(rgb), model="tiny", quality=1, store=tiny_store)
+    first, second = (np.asarray(imgcodec.decode(data, store=tiny_store)) for _ in range(2))
     assert np.array_equal(first, second)
     _, decoded = code_array(loaded.model, rgb)
     assert np.array_equal(decoded, first)

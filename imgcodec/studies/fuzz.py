@@ -31,6 +31,7 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import random
 import re
 import resource
@@ -394,13 +395,15 @@ def worker_main(mem_limit: int, max_pixels) -> None:
 
 
 class Worker:
-    def __init__(self, mem_limit: int, max_pixels, start_timeout: float):
+    def __init__(self, mem_limit: int, max_pixels, start_timeout: float, home: Path | None = None):
         cmd = [sys.executable, "-m", "imgcodec.studies.fuzz", "--worker", "--mem-limit", str(mem_limit)]
         if max_pixels is None:
             cmd.append("--no-size-cap")
         elif max_pixels != "default":
             cmd += ["--max-pixels", str(max_pixels)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # the worker's store: $IMGCODEC_HOME = home where given, else this process's environment
+        env = None if home is None else dict(os.environ, IMGCODEC_HOME=str(home))
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         try:
             hello = self._line(start_timeout)
         except BaseException:
@@ -467,11 +470,13 @@ class Report:
 
 def campaign(n: int, seed: int = 0, cpu_limit: float = DEFAULT_CPU_LIMIT, wall_limit: float = DEFAULT_WALL_LIMIT,
              mem_limit: int = DEFAULT_MEM_LIMIT, max_pixels="default", save_dir: Path | None = None,
-             inputs=None, progress=None, start: int = 0) -> Report:
-    """Run inputs ``start … start+n-1`` of campaign ``seed`` (or the given ``inputs``) through a worker."""
+             inputs=None, progress=None, start: int = 0, home: Path | None = None) -> Report:
+    """Run inputs ``start … start+n-1`` of campaign ``seed`` (or the given ``inputs``) through a worker.
+    ``home``: the store root (``models/``, ``checkpoints/``) the worker takes its models from, passed
+    as its ``$IMGCODEC_HOME`` (None: the worker inherits this process's environment)."""
     t0 = time.perf_counter()
     report = Report(seed)
-    worker = Worker(mem_limit, max_pixels, start_timeout=max(wall_limit, 120))
+    worker = Worker(mem_limit, max_pixels, start_timeout=max(wall_limit, 120), home=home)
     seeds, foreign = worker.seeds, worker.foreign
     items = ((("given", d) for d in inputs) if inputs is not None
              else (generate(seed, i, seeds, foreign) for i in range(start, start + n)))
@@ -498,7 +503,7 @@ def campaign(n: int, seed: int = 0, cpu_limit: float = DEFAULT_CPU_LIMIT, wall_l
                     (save_dir / f"finding-{digest}.bin").write_bytes(data)
                 if worker.proc.poll() is not None or r["why"].startswith("hang"):
                     worker.kill()
-                    worker = Worker(mem_limit, max_pixels, start_timeout=max(wall_limit, 120))
+                    worker = Worker(mem_limit, max_pixels, start_timeout=max(wall_limit, 120), home=home)
             if progress and report.inputs % progress == 0:
                 print(json.dumps({"done": report.inputs, "outcomes": dict(report.outcomes),
                                   "seconds": round(time.perf_counter() - t0)}), file=sys.stderr, flush=True)
