@@ -514,7 +514,8 @@ def ablation(**kw):
 @click.option("--model", help="Model (default: factorized-gdn).")
 @click.option("--reps", type=int, default=3, show_default=True, help="Timed repetitions (medians) after one warm-up.")
 @click.option("--threads", type=int, help="Torch threads (default: torch's, all cores).")
-@click.option("--sections", multiple=True, help="Some of: peer, split, flops, techniques, cli, scaling, models, train (default: all).")
+@click.option("--sections", multiple=True,
+              help="Some of: peer, split, flops, techniques, cli, scaling, models, train (default: all).")
 @click.option("--scaling-mp", help="Image sizes of the scaling section in megapixels, e.g. 0.1,1,4 (default: 0.1 … 24).")
 @click.option("--cli-images", type=int, default=24, show_default=True,
               help="Images in the one-call command-line timing (0: time --help only).")
