@@ -7,10 +7,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import BitstreamError, ModelError
+from ..errors import BitstreamError
 from ..format import rans
 from .base import check_codable, factorized_likelihood, full_precision, round_ste
 from .config import ModelConfig
+from .gain import grown_gain_state
 from .hyperprior import HS_ACT_BITS, MeanScaleHyperprior, ScaleHyperprior, fixed_point, hyper_shape, to_fixed
 
 ONE = 2.0**HS_ACT_BITS  # 1.0 in the fixed point of the entropy parameters
@@ -184,8 +185,8 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
     def grow_from(self, source: ScaleHyperprior) -> None:
         """Take a trained mean-scale (or scale) hyperprior of the same widths as the same function:
         ``g_ep``'s last layer starts at zero, so the context changes no parameter until trained.
-        A source with a shorter λ ladder that this model's begins with gets the new levels'
-        gains by the high-rate rule (:meth:`GainUnits.extend_from`)."""
+        A source with a shorter λ ladder, whose levels this model's holds in a row, gives those
+        levels; the new ones get their gains by the high-rate rule (:meth:`GainUnits.extend_from`)."""
         if not isinstance(source, MeanScaleHyperprior):
             grown = MeanScaleHyperprior(source.config)
             grown.grow_from(source)
@@ -200,8 +201,5 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         for name in (last + "weight", last + "bias"):
             state[name] = torch.zeros_like(own[name])
         if own_gain is not None:
-            if source_gain is None:
-                raise ModelError(f"{source.config.name} has no gain units to grow {self.config.name}'s from")
-            own_gain.extend_from(source_gain, source.config.lambdas, self.config.lambdas)
-            state.update({f"gain.{k}": v for k, v in own_gain.state_dict().items()})
+            state.update(grown_gain_state(own_gain, source_gain, source.config.lambdas, self.config.lambdas))
         self.load_state_dict(state)

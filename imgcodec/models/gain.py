@@ -56,16 +56,36 @@ class GainUnits(nn.Module):
 
     @torch.no_grad()
     def extend_from(self, source: "GainUnits", source_lambdas, lambdas) -> None:
-        """Take a trained ``source`` whose ladder ``source_lambdas`` begins ``lambdas``: its levels
-        unchanged, each further level's gain (and inverse) moved from the one below by the high-rate
-        rule, :math:`\\tfrac12 \\log(\\lambda_{l+1} / \\lambda_l)` in every channel."""
+        """Take a trained ``source`` whose ladder ``source_lambdas`` is a run of consecutive levels
+        of ``lambdas``: its levels unchanged, each new level's gain (and inverse) moved from its
+        neighbour by the high-rate rule, :math:`\tfrac12 \\log(\\lambda_{l+1} / \\lambda_l)` in every
+        channel (down for a level below, up for one above)."""
+        source_lambdas, lambdas = tuple(source_lambdas), tuple(lambdas)
         k = len(source_lambdas)
-        if tuple(lambdas[:k]) != tuple(source_lambdas) or source.log_gain.shape != self.log_gain.shape:
-            raise ModelError("gain units grow only onto a longer λ ladder of the same channels that begins with the source's")
-        self.log_gain.copy_(source.log_gain)
-        self.log_step[: k - 1] = source.log_step
-        self.log_inverse[:k] = source.log_inverse
-        for level in range(k, len(lambdas)):
-            step = 0.5 * math.log(lambdas[level] / lambdas[level - 1])
-            self.log_step[level - 1] = math.log(math.expm1(max(step, 1e-3)))
-            self.log_inverse[level] = self.log_inverse[level - 1] - step
+        offsets = [o for o in range(len(lambdas) - k + 1) if lambdas[o:o + k] == source_lambdas]
+        if not offsets or source.log_gain.shape != self.log_gain.shape:
+            raise ModelError("gain units grow only onto a longer λ ladder of the same channels "
+                             "that holds the source's levels in a row")
+        o = offsets[0]
+
+        def step(level: int) -> float:  # from level - 1 up to level
+            return max(0.5 * math.log(lambdas[level] / lambdas[level - 1]), 1e-3)
+
+        below = sum(step(level) for level in range(1, o + 1))
+        self.log_gain.copy_(source.log_gain - below)
+        self.log_step[o:o + k - 1] = source.log_step
+        self.log_inverse[o:o + k] = source.log_inverse
+        for level in range(o, 0, -1):
+            self.log_step[level - 1] = math.log(math.expm1(step(level)))
+            self.log_inverse[level - 1] = self.log_inverse[level] + step(level)
+        for level in range(o + k, len(lambdas)):
+            self.log_step[level - 1] = math.log(math.expm1(step(level)))
+            self.log_inverse[level] = self.log_inverse[level - 1] - step(level)
+
+
+def grown_gain_state(own: GainUnits, source: GainUnits | None, source_lambdas, lambdas) -> dict:
+    """The ``gain.*`` entries of a state dict: ``own`` grown from ``source`` (:meth:`GainUnits.extend_from`)."""
+    if source is None:
+        raise ModelError("a model without gain units cannot give a model with them its gains")
+    own.extend_from(source, source_lambdas, lambdas)
+    return {f"gain.{k}": v for k, v in own.state_dict().items()}

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .base import CodecModel
+from .gain import grown_gain_state
 from .registry import build_model
 
 
@@ -76,7 +77,8 @@ def _check_same_transforms(source: CodecModel, other: CodecModel) -> None:
 def init_from(model: CodecModel, source: CodecModel) -> None:
     """Start ``model`` from the trained ``source``, as much of it as carries over.
 
-    - The same architecture and widths: every weight.
+    - The same architecture and widths: every weight; with another λ ladder that holds the source's
+      levels in a row, the gains of the new levels by the high-rate rule.
     - ``g_a``/``g_s`` narrower than ``model``'s: widened first (:func:`widen`), then as below.
     - An architecture that ``model`` grows from (``grows_from``: a mean-scale from a scale
       hyperprior) with the same hyperprior widths: :meth:`grow_from`, the same function.
@@ -95,7 +97,11 @@ def init_from(model: CodecModel, source: CodecModel) -> None:
         source = widen(source, d.N)
         s = source.config
     same_hyperprior = (s.hyper_channels, s.gain_units) == (d.hyper_channels, d.gain_units)
-    if s.architecture == d.architecture and same_hyperprior:
+    if s.architecture == d.architecture and same_hyperprior and s.gain_units and s.lambdas != d.lambdas:
+        state = {k: v for k, v in source.state_dict().items() if not k.startswith("gain.")}
+        state.update(grown_gain_state(model.gain, source.gain, s.lambdas, d.lambdas))
+        model.load_state_dict(state)
+    elif s.architecture == d.architecture and same_hyperprior:
         model.load_state_dict(source.state_dict())
     elif same_hyperprior and s.architecture in model.grows_from:
         model.grow_from(source)
