@@ -1,8 +1,10 @@
 """Golden files: every shipped model encodes a fixed image to the same bytes, and the files written
-by the encoder as it was when the weights were shipped decode to the same pixels.
+by the encoder as it was when the weights were shipped decode to the same pixels — exactly on the
+machine that wrote them, and elsewhere within the bound docs/bitstream.md states for the float32
+synthesis (±1 in at most 0.1 % of the values: another CPU's kernels sum in another order).
 
-A change to the encoder, the decoder, the bitstream or the coder that alters one byte or one pixel
-fails here.  Shipping new weights for a model changes its files by design: ``scripts/make_golden.py``
+A change to the encoder, the decoder, the bitstream or the coder that alters one byte, or one pixel
+by more than that, fails here.  Shipping new weights for a model changes its files by design: ``scripts/make_golden.py``
 rewrites the entries of the checkpoints that changed (the test says so).
 """
 
@@ -57,7 +59,11 @@ def test_encode_writes_the_golden_bytes_and_decode_the_golden_pixels(model, qual
         f"{model}: the shipped weights changed; rewrite its golden file with `python scripts/make_golden.py`")
     stored = (GOLDEN / f"{model}-q{quality}.bin").read_bytes()
     assert hashlib.sha256(stored).hexdigest() == golden["file_sha256"]
+    reference = np.asarray(Image.open(GOLDEN / f"{model}-q{quality}.png"))
+    assert hashlib.sha256(reference.tobytes()).hexdigest() == golden["pixels_sha256"]
     decoded = np.asarray(imgcodec.decode(stored))
-    assert hashlib.sha256(decoded.tobytes()).hexdigest() == golden["pixels_sha256"]
+    assert decoded.shape == reference.shape
+    diff = np.abs(decoded.astype(np.int16) - reference.astype(np.int16))
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= 1e-3 * diff.size, (int(diff.max()), int(np.count_nonzero(diff)))
     data = imgcodec.encode(Image.fromarray(golden_input()), model=model, quality=quality, metadata="none")
     assert data == stored
