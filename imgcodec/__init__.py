@@ -1,6 +1,7 @@
 """imgcodec — a learned image codec that writes a real, documented bitstream: the factorized-prior,
 scale-hyperprior (with gain units for a continuous quality) and mean-scale-hyperprior models of Ballé
-et al. and Minnen et al., with a registry of normalization layers (GDN by default).
+et al. and Minnen et al., and the mean-scale hyperprior with a checkerboard context model of He et
+al., with a registry of normalization layers (GDN by default).
 
     >>> import imgcodec
     >>> data = imgcodec.encode("photo.png", quality=4)

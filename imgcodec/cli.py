@@ -97,7 +97,7 @@ def _run_batch(pairs, work, label: str) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imgcodec")
 def cli() -> None:
-    """imgcodec — a learned image codec: factorized-prior, scale-hyperprior and mean-scale models."""
+    """imgcodec — a learned image codec: factorized-prior, scale-hyperprior, mean-scale and checkerboard-context models."""
 
 
 @cli.command()
@@ -511,7 +511,7 @@ def ablation(**kw):
 @click.option("--limit", type=int, help="Only the first N images (sorted by name).")
 @click.option("-q", "--quality", "qualities", multiple=True, type=int,
               help="Quality (repeatable; default: the model's default and its highest shipped).")
-@click.option("--model", help="Model (default: factorized-gdn).")
+@click.option("--model", help="Model (default: factorized-gdn, the architecture of the compressai peer).")
 @click.option("--reps", type=int, default=3, show_default=True, help="Timed repetitions (medians) after one warm-up.")
 @click.option("--threads", type=int, help="Torch threads (default: torch's, all cores).")
 @click.option("--sections", multiple=True,

@@ -4,8 +4,10 @@ tests/test_hyperprior.py and tests/test_ratecontrol.py; the real ``checkpoints/`
 
 * ``tinyhp``: gain units over three λ levels, one checkpoint for every quality (trained 60 steps);
 * ``tinyhp-fixed``: no gain units, qualities 1 and 2 shipped as separate checkpoints;
-* ``factorized-gdn``: the repository's shipped default model, copied, so the default still resolves
-  (the fuzz harness's worker builds its seeds with it).
+* the repository's shipped default model (``store.DEFAULT_MODEL``), copied, so the default still
+  resolves (the fuzz harness's worker builds its seeds with it), and ``factorized-gdn`` (one
+  checkpoint per quality, one latent part) and ``checkerboard-gdn`` (three latent parts), copied
+  too, for the tests that name them.
 """
 
 from __future__ import annotations
@@ -93,12 +95,14 @@ def hp_home(tmp_path_factory):
     (home / "checkpoints").mkdir()
     (home / "models" / "tinyhp.toml").write_text(TINY_HP)
     (home / "models" / "tinyhp-fixed.toml").write_text(TINY_FIXED)
-    shutil.copy(ROOT / "models" / "factorized-gdn.toml", home / "models")
+    copied = sorted({store.DEFAULT_MODEL, "factorized-gdn", "checkerboard-gdn"})
+    for name in copied:
+        shutil.copy(ROOT / "models" / f"{name}.toml", home / "models")
     real = json.loads((ROOT / "checkpoints" / "manifest.json").read_text())["checkpoints"]
-    default = [e for e in real if e["model"] == "factorized-gdn"]
-    for e in default:
+    shipped = [e for e in real if e["model"] in copied]
+    for e in shipped:
         shutil.copy(ROOT / "checkpoints" / e["file"], home / "checkpoints")
-    (home / "checkpoints" / "manifest.json").write_text(json.dumps({"format": 1, "checkpoints": default}))
+    (home / "checkpoints" / "manifest.json").write_text(json.dumps({"format": 1, "checkpoints": shipped}))
     data = base / "imgs"
     data.mkdir()
     for i in range(3):

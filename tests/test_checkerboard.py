@@ -89,6 +89,20 @@ def test_decoder_rebuilds_the_encoders_latent(norm, quality):
     np.testing.assert_array_equal(decompress_latents(model, parts, 40, 72, quality=quality), want)
 
 
+@pytest.mark.parametrize("quality", [1, 2.37, 4])
+def test_reconstruct_is_exactly_what_the_decoder_outputs(quality):
+    """``reconstruct`` (no entropy coding) follows the coder's fixed-point passes, not the float ones."""
+    from imgcodec.codec import tensors
+
+    model = settled(with_context(build_model(tiny_config())))
+    rgb = natural_image(40, 72, seed=2)
+    decoded = decompress_latents(model, compress_latents(model, rgb, quality=quality), 40, 72, quality=quality)
+    with torch.inference_mode():
+        x = tensors.pad_image(tensors.array_to_tensor(rgb), 48, 80)
+        expected = tensors.tensor_to_array(model.reconstruct(x, quality)[..., :40, :72])
+    np.testing.assert_array_equal(decoded, expected)
+
+
 def test_the_context_changes_the_second_pass_only():
     model = settled(with_context(build_model(tiny_config())))
     gen = torch.Generator().manual_seed(2)

@@ -85,21 +85,26 @@ def test_huge_widths_cost_no_memory_or_time(tmp_path):
     assert float(seconds) < 1.0 and int(kib) < 50 * 1024
 
 
-def test_a_bad_shipped_checkpoint_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("model", [None, "factorized-gdn"], ids=["default", "factorized-gdn"])
+def test_a_bad_shipped_checkpoint_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys, model):
     for name in ("models", "checkpoints"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("*.safetensors"))
     tmp_store = store.Store.at(tmp_path)
     store.load_shipped.cache_clear()
     try:
-        entry = tmp_store.manifest_entry("factorized-gdn", GOOD.default_quality)
-        path = _checkpoint(tmp_path / "checkpoints" / entry["file"], _config(N=2000, M=2000))
+        config = tmp_store.load_config(model or store.DEFAULT_MODEL)
+        # the checkpoint that encoding at the default quality loads
+        entry = tmp_store.manifest_entry(config.name, store.EVERY_QUALITY if config.continuous
+                                         else config.default_quality)
+        path = _checkpoint(tmp_path / "checkpoints" / entry["file"],
+                           dict(json.loads(config.to_json()), N=2000, M=2000))
         entries = [dict(e, sha256=store.sha256_file(path)) if e["file"] == entry["file"] else e
                    for e in tmp_store.read_manifest()]
         tmp_store.write_manifest(entries)
         src = ROOT / "data" / "sample.png"
         # the command line, run here in-process, takes its store from the environment
         monkeypatch.setenv("IMGCODEC_HOME", str(tmp_path))
-        code, _, err = run(capsys, "encode", src, tmp_path / "o.bin")
+        code, _, err = run(capsys, "encode", *(["--model", model] if model else []), src, tmp_path / "o.bin")
         assert code == 1 and len(err.strip().splitlines()) == 1, err
         assert "has invalid metadata: config: N = 2000" in err
     finally:

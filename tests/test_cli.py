@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imgcodec.models.store import DEFAULT_MODEL
+
 from conftest import natural_image, run_cli
 from conftest import run_main as run
 
@@ -30,7 +32,7 @@ def test_encode_decode_info(capsys, tmp_path, photo):
     assert binf.read_bytes()[:4] == b"IMGC"
     code, out, _ = run(capsys, "info", binf)
     assert code == 0
-    assert "factorized-gdn" in out and "80x48" in out and "bpp" in out
+    assert DEFAULT_MODEL in out and "80x48" in out and "bpp" in out
     assert run(capsys, "decode", binf, png)[0] == 0
     assert Image.open(png).size == (80, 48)
 

@@ -59,11 +59,21 @@ def test_header_fields(default_quality):
     arr = natural_image(33, 47)
     data = imgcodec.encode(Image.fromarray(arr))
     s = bitstream.unpack(data)
-    entry = store.manifest_entry(MODEL, default_quality)
+    loaded = store.load_shipped(MODEL, default_quality)  # the checkpoint the manifest names, verified
     assert s.header.model == MODEL
     assert s.header.quality == default_quality
-    assert s.header.weights == bytes.fromhex(entry["sha256"])[:8]
+    assert s.header.weights == bytes.fromhex(loaded.sha256)[:8]
     assert (s.header.width, s.header.height, s.header.mode) == (47, 33, "RGB")
+    assert len(s.parts) == s.header.latent_parts == loaded.model.latent_parts and s.size == len(data)
+
+
+def test_header_fields_of_the_factorized_model():
+    """One checkpoint per quality, one latent part: a version-1 file."""
+    data = imgcodec.encode(Image.fromarray(natural_image(33, 47)), model="factorized-gdn", quality=3)
+    s = bitstream.unpack(data)
+    entry = store.manifest_entry("factorized-gdn", 3)
+    assert data[4] == 1 and s.header.model == "factorized-gdn" and s.header.quality == 3
+    assert s.header.weights == bytes.fromhex(entry["sha256"])[:8]
     assert len(s.parts) == 1 and s.size == len(data)
 
 
@@ -108,8 +118,17 @@ def test_errors():
         imgcodec.encode(img, model="nope")
     with pytest.raises(ModelError, match="quality 99 is out of range"):
         imgcodec.encode(img, quality=99)
-    with pytest.raises(ModelError, match="integer"):
-        imgcodec.encode(img, quality=2.5)
+    top = store.load_config(MODEL).qualities.stop - 1
+    with pytest.raises(ModelError, match=f"valid: 1..{top}"):
+        imgcodec.encode(img, quality=top + 1)
+    with pytest.raises(ModelError, match="integer"):  # a model with a checkpoint per quality
+        imgcodec.encode(img, model="factorized-gdn", quality=2.5)
+    if store.load_config(MODEL).continuous:
+        with pytest.raises(ModelError, match=f"valid: 1..{top}"):
+            imgcodec.encode(img, quality=top + 0.01)
+        with pytest.raises(ModelError, match="at most two decimals"):
+            imgcodec.encode(img, quality=2.555)
+        assert bitstream.unpack(imgcodec.encode(img, quality=2.5)).header.quality == 2.5
     with pytest.raises(InputError):
         imgcodec.encode("/nonexistent/x.png")
     with pytest.raises(BitstreamError):

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from imgcodec.models.store import DEFAULT_MODEL
+
 from conftest import ROOT
 
 SCRIPT = r"""
@@ -25,29 +27,38 @@ sys.path.insert(0, sys.argv[2])
 from conftest import natural_image
 from PIL import Image
 import imgcodec
-from imgcodec.codec import api as codec, tiling
-from imgcodec.format import bitstream, rans
+from imgcodec.codec import tiling
+from imgcodec.format import bitstream
 from imgcodec.models import store
 
-out = {}
 img = Image.fromarray(natural_image(200, 296, seed=11))
-data = imgcodec.encode(img)
-out["file"] = hashlib.sha256(data).hexdigest()
-out["again"] = hashlib.sha256(imgcodec.encode(img)).hexdigest()
-s = bitstream.unpack(data)
-model = store.load_shipped(s.header.model, s.header.quality).model
-y_hat = rans.decode_latent(model.entropy_bottleneck, s.parts[0], (13, 19))
-out["latent"] = hashlib.sha256(y_hat.numpy().tobytes()).hexdigest()
-out["pixels"] = hashlib.sha256(np.asarray(imgcodec.decode(data)).tobytes()).hexdigest()
-tiling.TILE_THRESHOLD_PIXELS, tiling.DEFAULT_TILE = 0, 5  # the tiled path too
-out["tiled_file"] = hashlib.sha256(imgcodec.encode(img)).hexdigest()
-print(json.dumps(out))
+whole = tiling.TILE_THRESHOLD_PIXELS, tiling.DEFAULT_TILE
+results = {}
+for name in json.loads(sys.argv[3]):
+    model_name = name or None  # "": the default model
+    tiling.TILE_THRESHOLD_PIXELS, tiling.DEFAULT_TILE = whole
+    out = results[name] = {}
+    data = imgcodec.encode(img, model=model_name)
+    out["file"] = hashlib.sha256(data).hexdigest()
+    out["again"] = hashlib.sha256(imgcodec.encode(img, model=model_name)).hexdigest()
+    s = bitstream.unpack(data)
+    out["model"] = s.header.model
+    model = store.load_shipped(s.header.model, s.header.quality).model
+    y_hat = model.decompress_latents(s.parts[:model.latent_parts], (13, 19), s.header.quality)  # ŷ
+    out["latent"] = hashlib.sha256(y_hat.numpy().tobytes()).hexdigest()
+    out["pixels"] = hashlib.sha256(np.asarray(imgcodec.decode(data)).tobytes()).hexdigest()
+    tiling.TILE_THRESHOLD_PIXELS, tiling.DEFAULT_TILE = 0, 5  # the tiled path too
+    out["tiled_file"] = hashlib.sha256(imgcodec.encode(img, model=model_name)).hexdigest()
+print(json.dumps(results))
 """
+
+# The default model ("") and the factorized model, whose file has one latent part.
+MODELS = ["", "factorized-gdn"]
 
 
 def _run(threads: int) -> dict:
-    r = subprocess.run([sys.executable, "-c", SCRIPT, str(threads), str(ROOT / "tests")], capture_output=True,
-                       text=True, timeout=600, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(threads), str(ROOT / "tests"), json.dumps(MODELS)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -57,17 +68,24 @@ def runs() -> dict[str, dict]:
     return {"1": _run(1), "2": _run(2), "1 again": _run(1)}
 
 
-def test_same_bytes_across_runs(runs):
-    one, again = runs["1"], runs["1 again"]
+def test_the_default_model_is_the_store_default(runs):
+    assert runs["1"][""]["model"] == DEFAULT_MODEL
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m or "default")
+def test_same_bytes_across_runs(runs, model):
+    one, again = runs["1"][model], runs["1 again"][model]
     assert one["file"] == one["again"] == again["file"]
     assert one["pixels"] == again["pixels"]  # same threads: the decoded image is exact too
 
 
-def test_same_bytes_across_thread_counts(runs):
-    assert runs["1"]["file"] == runs["2"]["file"]
-    assert runs["1"]["latent"] == runs["2"]["latent"]
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m or "default")
+def test_same_bytes_across_thread_counts(runs, model):
+    assert runs["1"][model]["file"] == runs["2"][model]["file"]
+    assert runs["1"][model]["latent"] == runs["2"][model]["latent"]
 
 
-def test_tiled_encoding_gives_the_same_bytes(runs):
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m or "default")
+def test_tiled_encoding_gives_the_same_bytes(runs, model):
     for r in runs.values():
-        assert r["tiled_file"] == r["file"]
+        assert r[model]["tiled_file"] == r[model]["file"]

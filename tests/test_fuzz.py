@@ -8,6 +8,7 @@ failed test, not a dead test run.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -45,28 +46,39 @@ def test_short_seeded_campaign():
     assert report.max_cpu < 5
 
 
-def _forge(data: bytes, payload: bytes | None = None, width=None, height=None) -> bytes:
+def _forge(data: bytes, payload: bytes | None = None, width=None, height=None, part: int = 0) -> bytes:
+    """``data`` with latent part ``part`` replaced by ``payload`` and/or another size in its header."""
     s = bitstream.unpack(data, max_pixels=None)
     h = s.header
-    header = bitstream.Header(h.model, h.weights, h.quality, width or h.width, height or h.height, h.mode)
-    return bitstream.pack(header, [s.parts[0] if payload is None else payload, *s.parts[1:]])
+    header = dataclasses.replace(h, width=width or h.width, height=height or h.height)
+    parts = list(s.parts)
+    if payload is not None:
+        parts[part] = payload
+    return bitstream.pack(header, parts)
 
 
 def test_crafted_files_with_a_correct_crc(seeds):
     """Files that pass every header check but carry a payload compressai's decoder would read
-    past its buffer (a segfault) — run in the harness's worker so that a crash fails this test."""
+    past its buffer (a segfault) — run in the harness's worker so that a crash fails this test.
+    Every latent part of the default model's file is forged in turn."""
     valid, foreign = seeds
     base = valid[1]  # 48×32 RGB
+    k = bitstream.unpack(base).header.latent_parts
+    hostile = []
+    for part in range(k):
+        payload = bitstream.unpack(base).parts[part]
+        hostile += [
+            _forge(base, b"", part=part),
+            _forge(base, b"\x01\x02\x03", part=part),
+            *([_forge(base, payload[:8], part=part)] if len(payload) > 8 else []),  # 8 bytes: the part itself
+            _forge(base, payload[:-4], part=part),
+            _forge(base, payload + b"\0\0\0\0", part=part),
+            _forge(base, b"\xff" * 1000, part=part),
+            _forge(base, b"\x00" * 1000, part=part),
+            _forge(base, b"\xff" * 8, part=part),
+        ]
     payload = bitstream.unpack(base).parts[0]
-    hostile = [
-        _forge(base, b""),
-        _forge(base, b"\x01\x02\x03"),
-        _forge(base, payload[:8]),
-        _forge(base, payload[:-4]),
-        _forge(base, payload + b"\0\0\0\0"),
-        _forge(base, b"\xff" * 1000),
-        _forge(base, b"\x00" * 1000),
-        _forge(base, b"\xff" * 8),
+    hostile += [
         _forge(base, payload, width=11585, height=11585),  # just under the pixel cap
         _forge(base, b"\x00" * 8, width=6000, height=4000),
         _forge(base, payload, width=65535, height=1),
@@ -177,9 +189,10 @@ def test_alpha_bomb_is_bounded(seeds):
     valid, _ = seeds
     rgba = next(d for d in valid if bitstream.unpack(d).header.mode == "RGBA")
     s = bitstream.unpack(rgba)
+    k = s.header.latent_parts
     bomb = zlib.compress(b"\0" * (64 << 20), 9)
     with pytest.raises(BitstreamError, match="alpha"):
-        imgcodec.decode(bitstream.pack(s.header, [s.parts[0], bomb]))
+        imgcodec.decode(bitstream.pack(s.header, [*s.parts[:k], bomb]))
 
 
 def test_seed_files_decode(seeds):

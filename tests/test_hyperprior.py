@@ -372,7 +372,8 @@ def test_fractional_quality_on_the_command_line(hp_home, hp_store, photo, tmp_pa
     for q, msg in [("2.456", "two decimals"), ("3.5", "out of range")]:
         code, _, err = run_main(capsys, "encode", src, binf, "--model", MODEL, "-q", q, "-f")
         assert code == 1 and msg in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_main(capsys, "encode", src, tmp_path / "f.bin", "-q", "2.5")  # the factorized default
+    # a model with one checkpoint per quality
+    code, _, err = run_main(capsys, "encode", src, tmp_path / "f.bin", "--model", "factorized-gdn", "-q", "2.5")
     assert code == 1 and "integer" in err
 
 
@@ -420,10 +421,16 @@ def test_latent_part_count_must_match_the_model(hp_store, small_file, photo):
     one = bitstream.pack(dataclasses.replace(s.header, latent_parts=1), [s.parts[1]])
     with pytest.raises(BitstreamError, match="1 latent parts, but model 'tinyhp' writes 2"):
         imgcodec.decode(one, store=hp_store)
-    f = bitstream.unpack(imgcodec.encode(photo, store=hp_store))  # the factorized default: one part, version 1
+    f = bitstream.unpack(imgcodec.encode(photo, model="factorized-gdn", store=hp_store))  # one part, version 1
     two = bitstream.pack(dataclasses.replace(f.header, latent_parts=2), [f.parts[0], f.parts[0]])
     with pytest.raises(BitstreamError, match="2 latent parts, but model 'factorized-gdn' writes 1"):
         imgcodec.decode(two, store=hp_store)
+    c = bitstream.unpack(imgcodec.encode(photo, model="checkerboard-gdn", store=hp_store))  # [ẑ, ŷ anchors, ŷ others]
+    assert c.header.latent_parts == 3
+    for k in (2, 4):
+        forged = bitstream.pack(dataclasses.replace(c.header, latent_parts=k), [*c.parts, c.parts[-1]][:k])
+        with pytest.raises(BitstreamError, match=f"{k} latent parts, but model 'checkerboard-gdn' writes 3"):
+            imgcodec.decode(forged, store=hp_store)
 
 
 def _foreign(hp_store, img: Image.Image, quality) -> bytes:

@@ -93,7 +93,8 @@ def test_to_srgb_converts_the_pixels_and_keeps_no_profile(tmp_path):
     r, g, b = converted.rgb[8, 8].astype(int)
     assert b > 200 and r < 60  # 'red' in a profile whose red primary is sRGB's blue
     data = imgcodec.encode(path, to_srgb=True)
-    assert bitstream.unpack(data).header.metadata == 0 and data[4] == 1
+    h = bitstream.unpack(data).header
+    assert h.metadata == 0 and data[4] == h.version < 3  # no metadata part: the version without one
 
 
 def test_a_cmyk_profile_is_applied_not_attached(tmp_path):
@@ -102,13 +103,15 @@ def test_a_cmyk_profile_is_applied_not_attached(tmp_path):
     assert c.icc is None
 
 
-def test_files_without_metadata_keep_the_old_versions(tmp_path):
+@pytest.mark.parametrize("model, version", [("factorized-gdn", 1),  # one latent part, a whole quality
+                                            ("checkerboard-gdn", 2)])  # three latent parts
+def test_files_without_metadata_keep_the_old_versions(tmp_path, model, version):
     img = Image.fromarray(natural_image(24, 40, seed=11))
-    assert imgcodec.encode(img)[4] == 1
+    assert imgcodec.encode(img, model=model)[4] == version
     tagged = img.copy()
     tagged.info["icc_profile"] = swapped_profile()
-    assert imgcodec.encode(tagged)[4] == 3
-    assert imgcodec.encode(tagged, metadata="none")[4] == 1
+    assert imgcodec.encode(tagged, model=model)[4] == 3
+    assert imgcodec.encode(tagged, model=model, metadata="none")[4] == version
 
 
 @pytest.mark.parametrize("name, version, model", [("v1-factorized-gdn-40x24.bin", 1, "factorized-gdn"),

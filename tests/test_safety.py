@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -31,7 +32,7 @@ from imgcodec.models import store
 
 from conftest import ROOT, natural_image, run_cli
 
-MODEL = "factorized-gdn"
+MODEL = store.DEFAULT_MODEL  # the checkpoint a plain `imgcodec encode` loads
 
 
 class _Payload:
@@ -91,8 +92,10 @@ def home(tmp_path):
 
 
 def _default_entry(home: Path) -> dict:
-    quality = store.Store.at(home).load_config(MODEL).default_quality
-    entry = store.Store.at(home).manifest_entry(MODEL, quality)
+    """The manifest entry of ``MODEL`` at its default quality (a continuous model's one checkpoint)."""
+    config = store.Store.at(home).load_config(MODEL)
+    entry = store.Store.at(home).manifest_entry(MODEL, store.EVERY_QUALITY if config.continuous
+                                                else config.default_quality)
     assert entry is not None
     assert (home / "checkpoints" / entry["file"]).is_file()
     return entry
@@ -153,10 +156,10 @@ def small_file() -> bytes:
 
 
 def _with_size(data: bytes, width: int, height: int, payload: bytes | None = None) -> bytes:
+    """``data`` claiming ``width``×``height``, its first latent part (the first decoded) replaced by ``payload``."""
     s = bitstream.unpack(data)
-    h = s.header
-    header = bitstream.Header(h.model, h.weights, h.quality, width, height, h.mode)
-    return bitstream.pack(header, [s.parts[0] if payload is None else payload])
+    header = dataclasses.replace(s.header, width=width, height=height)
+    return bitstream.pack(header, [s.parts[0] if payload is None else payload, *s.parts[1:]])
 
 
 def test_decoder_pixel_cap(small_file):

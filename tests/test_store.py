@@ -44,9 +44,14 @@ def test_a_store_reads_its_own_root_only(copy_home):
         s.load_config("hyperprior-gdn")
     with pytest.raises(ModelError, match=f"no trained weights for model '{MODEL}' quality 2"):
         s.load_shipped(MODEL, 2)
-    loaded = s.load_shipped()  # the default model at its default quality
+    loaded = s.load_shipped(MODEL)  # at its default quality
     assert (loaded.config.name, loaded.quality) == (MODEL, q)
     assert loaded.sha256 == store.load_shipped(MODEL, q).sha256
+    if store.DEFAULT_MODEL != MODEL:  # the installation's default model is not in this root
+        with pytest.raises(ModelError, match=f"unknown model '{store.DEFAULT_MODEL}' \\(known: {MODEL}\\)"):
+            s.load_shipped()
+    else:
+        assert s.load_shipped().sha256 == loaded.sha256
 
 
 def test_encode_and_decode_through_an_explicit_store(copy_home):

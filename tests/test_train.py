@@ -14,7 +14,7 @@ from PIL import Image
 
 from imgcodec.errors import CodecError, ModelError
 from imgcodec.models import store
-from imgcodec.train import STATE_FILE, TrainOptions, load_state, state_step, train
+from imgcodec.train import STATE_FILE, TrainOptions, load_state, state_step, time_steps, train
 
 from conftest import natural_image
 
@@ -84,6 +84,18 @@ def test_loss_falls_and_logs(home, images, tmp_path):
     assert loaded.meta["steps"] == 60 and loaded.meta["lambda"] == 0.01
 
 
+def test_time_steps_times_the_steps_alone(home, images, tmp_path):
+    """The benchmark's step timer: positive wall and CPU seconds, growing with the steps, no run
+    directory or checkpoint written; zero steps is refused."""
+    o = opts(home, images, tmp_path / "run", steps=None)
+    one, four = time_steps(o, 1, warm=1), time_steps(o, 4, warm=1)
+    assert one["wall"] > 0 and one["cpu"] > 0
+    assert four["cpu"] > one["cpu"]
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(CodecError, match="steps must be at least 1"):
+        time_steps(o, 0)
+
+
 def test_resume_is_exact(home, images, tmp_path):
     """An interrupted run resumed from its state ends bit-identical to an uninterrupted one."""
     straight = train(opts(home, images, tmp_path / "a", steps=30))
@@ -118,7 +130,8 @@ def test_kill_9_then_resume(home, images, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not (run / STATE_FILE).exists() or time.monotonic() < deadline and load_step(home, run) < 20:
+        # one read per poll: the live process replaces the file (atomically) between any two
+        while not (run / STATE_FILE).exists() or time.monotonic() < deadline and state_step(run / STATE_FILE) < 20:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.3)
     finally:

@@ -20,6 +20,7 @@ from imgcodec.eval import visual
 from imgcodec.eval.baselines import evaluate_baseline
 from imgcodec.eval.evaluate import evaluate_model
 from imgcodec.format import bitstream
+from imgcodec.models.store import DEFAULT_MODEL, load_config
 
 from conftest import SAMPLE, natural_image, run_main
 
@@ -99,7 +100,7 @@ def test_numbers_match_eval_and_baseline(made, photos):
     folder = photos[0].parent
     for c in fig["codecs"]:
         if c["codec"] == "imgcodec":
-            res = evaluate_model(folder, model="factorized-gdn", qualities=[c["quality"]], progress=False)
+            res = evaluate_model(folder, model=DEFAULT_MODEL, qualities=[c["quality"]], progress=False)  # run's model
         else:
             res = evaluate_baseline(c["codec"], folder, [c["quality"]], progress=False)
         (row,) = res.images
@@ -226,7 +227,7 @@ def test_pillow_round_trip(tmp_path):
     path.write_bytes(imgcodec.encode(photo, quality=3))
     with Image.open(path) as im:  # by its magic bytes
         assert (im.format, im.size, im.mode) == ("IMGCODEC", (80, 48), "RGB")
-        assert im.info["quality"] == 3 and im.info["model"] == "factorized-gdn"
+        assert im.info["quality"] == 3 and im.info["model"] == DEFAULT_MODEL
         assert np.array_equal(np.asarray(im), np.asarray(imgcodec.decode(path.read_bytes())))
     photo.save(tmp_path / "x.imgc", format="IMGCODEC", quality=4)
     data = (tmp_path / "x.imgc").read_bytes()
@@ -239,6 +240,11 @@ def test_pillow_round_trip(tmp_path):
     buf = io.BytesIO()
     photo.save(buf, format="IMGCODEC", target_size=len(data))
     assert len(buf.getvalue()) <= len(data)
+    if load_config(DEFAULT_MODEL).continuous:  # a fractional quality, in hundredths
+        photo.save(tmp_path / "f.imgc", quality=4.25)
+        with Image.open(tmp_path / "f.imgc") as im:
+            assert im.info["quality"] == 4.25
+        assert (tmp_path / "f.imgc").read_bytes() == imgcodec.encode(photo, quality=4.25)
 
 
 def test_pillow_refuses_a_damaged_file(tmp_path):

@@ -146,6 +146,21 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         symbols = rans.decode_indexed(payload, rans.cdf_tables(self.gaussian_conditional), indexes)
         return torch.from_numpy(symbols).reshape(scales.shape).to(torch.float64)
 
+    def _quantize(self, y: torch.Tensor, z_hat: torch.Tensor):
+        """The coder's two passes over ``y`` (gain applied) given ``ẑ``: the anchor mask, the
+        symbols ``q0`` (coded at the anchors) and ``q1`` (coded elsewhere), their scales, and
+        ``ŷ`` in fixed point as the decoder rebuilds it, all exactly (float64 integers, CPU)."""
+        shape = tuple(y.shape[-2:])
+        scales0, means0 = self.fixed_hyper_parameters(z_hat, shape)
+        a = anchor_mask(shape)
+        y64 = y.detach().to("cpu", torch.float64)
+        q0 = torch.round(y64 - means0 / ONE)
+        anchors = torch.where(a, q0 * ONE + means0, 0.0)
+        scales1, means1 = self.fixed_context_parameters(scales0, means0, anchors)
+        q1 = torch.round(y64 - means1 / ONE)
+        y_fixed = torch.where(a, anchors, q1 * ONE + means1)
+        return a, q0, scales0, q1, scales1, y_fixed
+
     @torch.no_grad()
     def compress_coded(self, latents) -> list[bytes]:
         """The payload parts ``[ẑ, ŷ anchors, ŷ others]`` of ``coded_latents`` (refined or not)."""
@@ -153,17 +168,24 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         check_codable(z)
         z_payload = self.entropy_bottleneck.compress(z)[0]
         z_hat = rans.decode_latent(self.entropy_bottleneck, z_payload, tuple(z.shape[-2:]))
-        shape = tuple(y.shape[-2:])
-        scales0, means0 = self.fixed_hyper_parameters(z_hat, shape)
-        a = anchor_mask(shape)
-        y64 = y.detach().to("cpu", torch.float64)
-        q0 = torch.round(y64 - means0 / ONE)
+        a, q0, scales0, q1, scales1, _ = self._quantize(y, z_hat)
         check_codable(q0[..., a])
-        anchors = torch.where(a, q0 * ONE + means0, 0.0)
-        scales1, means1 = self.fixed_context_parameters(scales0, means0, anchors)
-        q1 = torch.round(y64 - means1 / ONE)
         check_codable(q1[..., ~a])
         return [z_payload, self._code(q0[..., a], scales0[..., a]), self._code(q1[..., ~a], scales1[..., ~a])]
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, quality=None) -> torch.Tensor:
+        """What the decoder will output for ``x``, without entropy coding: ``ŷ`` from the coder's
+        fixed-point passes (:meth:`rd_pass`'s float parameters differ from them by ~1e-4, enough
+        to move a rounding)."""
+        y, z = self.coded_latents(self.g_a(x), quality)
+        medians = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+        z_hat = torch.round(z - medians) + medians  # as rans.decode_latent gives it back
+        y_hat = (self._quantize(y, z_hat)[-1] / ONE).float()
+        _, inverse = self.gains(quality)
+        if inverse is not None:
+            y_hat = y_hat * inverse.detach().to("cpu")
+        return self.g_s(y_hat.to(x.device)).clamp_(0, 1)
 
     @torch.no_grad()
     def decompress_latents(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:

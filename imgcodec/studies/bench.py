@@ -123,11 +123,14 @@ def load_images(opts: BenchOptions) -> list[tuple[str, np.ndarray]]:
     return [(im.name, im.rgb) for im in load(folder, opts.limit)]
 
 
+# The model the sections without one of their own measure: the peer is compressai's FactorizedPrior.
+PEER_MODEL = "factorized-gdn"
+
+
 def bench_qualities(opts: BenchOptions) -> tuple[str, list[int]]:
-    from ..codec.api import DEFAULT_MODEL
     from ..models import store
 
-    name = opts.model or DEFAULT_MODEL
+    name = opts.model or PEER_MODEL
     if opts.qualities:
         return name, list(dict.fromkeys(opts.qualities))
     config = store.load_config(name)
@@ -691,7 +694,8 @@ def _scaling_child(mp: float, source: str, model: str | None, quality: int | Non
             "encode_cpu_s": c1 - c0, "decode_cpu_s": c2 - c1,
             "rss_before_bytes": rss0, "rss_peak_encode_bytes": rss_enc, "rss_after_imports_peak_bytes": rss_imports,
             "rss_peak_bytes": _peak_rss(), "peak_reset": reset,
-            "threads": torch.get_num_threads(), "bytes": len(data)}
+            "threads": torch.get_num_threads(), "bytes": len(data), "model": loaded.config.name,
+            "quality": loaded.quality}
 
 
 def scaling_section(sizes, source: Path, model, quality, threads, log, clock: str = "wall") -> dict:
@@ -773,40 +777,25 @@ def models_section(images, reps: int, warmup: int, log, clock: str = "wall") -> 
     return totals
 
 
-def _cpu_now() -> float:
-    """CPU seconds of this process and of its reaped children (the data-loader workers)."""
-    import resource
-
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def train_section(data: Path, model: str | None, steps: int, threads: int | None, log, clock: str = "wall") -> dict:
     """Training steps and crops per second of ``imgcodec.train`` at the recipe's patch and batch,
     in fp32 and in bf16 (autocast, channels-last; emulated where the CPU lacks AMX and
-    AVX512-BF16), and bf16's speed-up.  For each precision two runs of ``warm`` and
-    ``warm + steps`` steps, the difference (start-up, loader and warm-up cancel out); in the
-    run's clock (CPU seconds, the loader's worker included, or wall)."""
+    AVX512-BF16), and bf16's speed-up: ``steps`` steps timed after two untimed ones, on batches
+    loaded beforehand (:func:`imgcodec.train.time_steps`), in the run's clock (CPU seconds of
+    this process, or wall)."""
     from ..codec.api import DEFAULT_MODEL
     from ..models import store
-    from ..train import TrainOptions, cpu_has_bf16, train
+    from ..train import TrainOptions, cpu_has_bf16, time_steps
 
     name = model or DEFAULT_MODEL
     config = store.load_config(name)
     recipe = config.training
-    warm = 2
     res = {"model": name, "batch_size": recipe.batch_size, "patch": recipe.patch, "steps": steps, "clock": clock,
            "cpu_bf16": cpu_has_bf16()}
     for precision in ("fp32", "bf16"):
-        spent = {}
-        for n in (warm, warm + steps):
-            with tempfile.TemporaryDirectory() as tmp:
-                t0, c0 = time.perf_counter(), _cpu_now()
-                train(TrainOptions(model=name, data=Path(data), out=Path(tmp) / "run", quality=config.default_quality,
-                                   steps=n, progress=False, checkpoint_seconds=1e9, val_every=10**9, threads=threads,
-                                   precision=precision))
-                spent[n] = {"wall": time.perf_counter() - t0, "cpu": _cpu_now() - c0}
-        d = {k: spent[warm + steps][k] - spent[warm][k] for k in ("wall", "cpu")}
+        with tempfile.TemporaryDirectory() as tmp:
+            d = time_steps(TrainOptions(model=name, data=Path(data), out=Path(tmp) / "run",
+                                        quality=config.default_quality, threads=threads, precision=precision), steps)
         r = {"s_per_step": d[clock] / steps, "steps_per_s": steps / d[clock],
              "images_per_s": recipe.batch_size * steps / d[clock],
              "images_per_s_wall": recipe.batch_size * steps / d["wall"],
@@ -884,13 +873,13 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
         res["cli"] = cli_section(paths, opts.cli_images, opts.reps, log, opts.threads)
     if "scaling" in opts.sections:
         log("\n## scaling (fresh process per size)")
-        res["scaling"] = scaling_section(opts.scaling_mp, paths[0], opts.model, qualities[0], opts.threads, log, clock)
+        res["scaling"] = scaling_section(opts.scaling_mp, paths[0], model, qualities[0], opts.threads, log, clock)
     if "models" in opts.sections:
         log("\n## the architectures against meanscale-gdn (default qualities)")
         res["models"] = models_section(images, opts.reps, opts.warmup, log, clock)
     if "train" in opts.sections:
         log("\n## training throughput")
-        res["train"] = train_section(Path(opts.train_data) if opts.train_data else folder, opts.model,
+        res["train"] = train_section(Path(opts.train_data) if opts.train_data else folder, model,
                                      opts.train_steps, opts.threads, log, clock)
     return res
 

@@ -73,7 +73,9 @@ def reseal(data: bytes) -> bytes:
 
 @dataclass
 class Layout:
-    """Offsets of a valid file's header fields (see docs/bitstream.md)."""
+    """Offsets of a valid file's header fields (see docs/bitstream.md), its payload parts
+    (offset, length) and how many of them are latent parts (the alpha plane and the metadata
+    parts follow those)."""
 
     model_len: int
     quality: int
@@ -84,20 +86,24 @@ class Layout:
     lengths: int
     payload: int
     parts: list[tuple[int, int]]
+    latent: int
 
     @classmethod
     def of(cls, data: bytes) -> "Layout":
         n = data[5]
         q = 6 + n + 8
         w = q + (1 if data[4] == 1 else 2)  # version 2 holds the quality in hundredths, 2 bytes
-        nparts = data[w + 9]
-        lengths = struct.unpack_from(f">{nparts}I", data, w + 10)
-        pos = w + 10 + 4 * nparts
+        flags = data[w + 9] if data[4] >= 3 else 0  # version 3: the metadata flags byte
+        at = w + 9 + (1 if data[4] >= 3 else 0)
+        nparts = data[at]
+        lengths = struct.unpack_from(f">{nparts}I", data, at + 1)
+        pos = at + 1 + 4 * nparts
         parts = []
         for length in lengths:
             parts.append((pos, length))
             pos += length
-        return cls(5, q, w, w + 4, w + 8, w + 9, w + 10, w + 10 + 4 * nparts, parts)
+        latent = nparts - (data[w + 8] in (2, 3)) - bin(flags).count("1")  # modes 2, 3: RGBA, LA
+        return cls(5, q, w, w + 4, w + 8, at, at + 1, at + 1 + 4 * nparts, parts, latent)
 
 
 def repack(data: bytes, parts: list[bytes]) -> bytes:
@@ -185,23 +191,28 @@ def m_splice(rng, seeds, data):
 
 
 def m_payload(rng, seeds, data):
+    """One latent part replaced by garbage; half the time another part (the alpha plane, a
+    metadata part or another latent part) too, perhaps by a zlib bomb."""
     lay = Layout.of(data)
     parts = [data[p : p + n] for p, n in lay.parts]
-    n0 = len(parts[0])
-    parts[0] = rng.choice([
+    i = rng.randrange(lay.latent)
+    n0 = len(parts[i])
+    parts[i] = rng.choice([
         b"",
         _rand_bytes(rng, rng.choice([1, 3, 4, 7, 8, 12])),
         _rand_bytes(rng, n0),
         _rand_bytes(rng, rng.randint(1, 4 * n0 + 64)),
         b"\xff" * rng.choice([4, 8, n0, 1024]),
         b"\x00" * rng.choice([4, 8, n0, 1024]),
-        parts[0][: rng.randrange(n0)],
-        parts[0] + _rand_bytes(rng, rng.choice([1, 4, 8])),
+        parts[i][: rng.randrange(n0)] if n0 else b"",
+        parts[i] + _rand_bytes(rng, rng.choice([1, 4, 8])),
         rng.choice(seeds)[-4 - n0 : -4] if n0 else b"",
     ])
-    if len(parts) > 1 and rng.random() < 0.5:
-        parts[1] = rng.choice([b"", _rand_bytes(rng, 32), zlib.compress(b"\0" * (1 << 24), 9),
-                               zlib.compress(b"\x80" * 7, 9), parts[1][:-1]])
+    others = [j for j in range(len(parts)) if j != i]
+    if others and rng.random() < 0.5:
+        j = rng.choice(others)
+        parts[j] = rng.choice([b"", _rand_bytes(rng, 32), zlib.compress(b"\0" * (1 << 24), 9),
+                               zlib.compress(b"\x80" * 7, 9), parts[j][:-1]])
     return repack(data, parts), False
 
 
@@ -293,9 +304,9 @@ def make_seeds() -> tuple[list[bytes], list[bytes]]:
     loaded = store.load_shipped()
     images = _seed_images()
     seeds = [codec.encode_canonical(canonicalize(img), loaded) for img in images]
-    # One file of every other shipped (model, quality): other architectures, format versions.
+    # One file of every other shipped checkpoint: other architectures, format versions.
     for entry in store.read_manifest():
-        if (entry["model"], entry["quality"]) != (loaded.config.name, loaded.quality):
+        if entry["sha256"] != loaded.sha256:
             other_loaded = store.load_shipped(entry["model"], entry["quality"])
             seeds.append(codec.encode_canonical(canonicalize(images[2 if len(seeds) % 2 else 0]), other_loaded))
     torch.manual_seed(1234)
@@ -304,9 +315,9 @@ def make_seeds() -> tuple[list[bytes], list[bytes]]:
     foreign = []
     for img in _seed_images()[:3]:
         rgb = canonicalize(img)
-        (payload,) = codec.compress_latents(other, rgb.rgb)
+        payload = codec.compress_latents(other, rgb.rgb, quality=loaded.quality)  # every latent part
         header = bitstream.unpack(codec.encode_canonical(rgb, loaded)).header
-        parts = [payload] + ([zlib.compress(rgb.alpha.tobytes())] if rgb.alpha is not None else [])
+        parts = payload + ([zlib.compress(rgb.alpha.tobytes())] if rgb.alpha is not None else [])
         foreign.append(bitstream.pack(header, parts))
     return seeds, foreign
 

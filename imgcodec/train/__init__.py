@@ -31,6 +31,7 @@ from .loop import (
     setup_device,
     ship_checkpoint,
     state_step,
+    time_steps,
     train,
     train_step,
     validate,
@@ -41,6 +42,6 @@ __all__ = [
     "METRIC_FIELDS", "METRICS_FILE", "OPTIMIZERS", "PRECISIONS", "QUANTIZATIONS", "SCHEDULES", "STATE_FILE",
     "CropIndices", "Plan", "RandomCrops", "Trainee", "TrainOptions", "build_trainee", "cpu_has_bf16", "crop_loader",
     "distributed", "finish", "inference_model", "load_images", "load_state", "make_optimizer", "resolve_plan",
-    "resolve_precision", "save_state", "setup_device", "ship_checkpoint", "state_step", "train", "train_step",
+    "resolve_precision", "save_state", "setup_device", "ship_checkpoint", "state_step", "time_steps", "train", "train_step",
     "validate", "weights_digest",
 ]

@@ -630,6 +630,37 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
     return summary
 
 
+def time_steps(opts: TrainOptions, steps: int, warm: int = 2) -> dict[str, float]:
+    """Seconds (``wall``, and ``cpu`` of this process) that ``steps`` training steps of ``opts``
+    take after ``warm`` untimed ones, on batches loaded beforehand: the step itself (forward,
+    backward, both optimizers), without start-up, data loading or checkpoints."""
+    if steps < 1:
+        raise CodecError(f"steps must be at least 1, not {steps}")
+    plan = resolve_plan(dataclasses.replace(opts, steps=opts.steps or warm + steps))
+    device, precision = setup_device(opts, 0)
+    t = build_trainee(opts, plan, device, precision, False)
+    batches = []
+    for x in crop_loader(dataclasses.replace(opts, workers=0), plan, 0, 0, 1, device):
+        batches.append(x.to(device))
+        if len(batches) == warm + steps:
+            break
+    if precision == "bf16":
+        batches = [x.contiguous(memory_format=torch.channels_last) for x in batches]
+    t.model.train()
+
+    def run(xs, first):
+        for i, x in enumerate(xs):
+            quality, lmbda = plan.step_target(opts, first + i, 0)
+            train_step(t.model, t, plan, x, quality, lmbda, precision, 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    run(batches[:warm], 0)
+    w0, c0 = time.perf_counter(), time.process_time()
+    run(batches[warm:], warm)
+    return {"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}
+
+
 def finish(opts: TrainOptions, plan: Plan, t: Trainee, step: int, seconds: float, where: str, precision: str,
            val_images: list[np.ndarray]) -> dict:
     """Write ``final.safetensors`` (the weights to ship, on the CPU, in fp32, CDF tables updated),
