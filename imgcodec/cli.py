@@ -273,7 +273,7 @@ def models():
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="bf16 autocast for the transforms (entropy models stay fp32); auto: bf16 where the CPU has "
                    "AMX or AVX512-BF16, or the GPU bf16.")
-@click.option("--optimizer", type=click.Choice(["adam", "schedulefree"]), help="Default: the model's recipe.")
+@click.option("--optimizer", type=click.Choice(["adam", "schedulefree", "soap"]), help="Default: the model's recipe.")
 @click.option("--schedule", type=click.Choice(["decay", "constant"]),
               help="decay: lr × 0.1 for the last 15 % of the budget; constant: no decay (default: the recipe's).")
 @click.option("--ema", type=float, help="Decay of a moving average of the weights, which is validated and shipped (0: none).")

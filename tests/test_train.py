@@ -331,6 +331,7 @@ def test_downscaled_crops_are_smoothed_and_deterministic():
 @pytest.mark.parametrize("recipe", [
     dict(optimizer="adam", ema=0.9),
     dict(optimizer="schedulefree"),
+    dict(optimizer="soap"),
     dict(optimizer="adam", quantization="mixed", downscale=0.5),
 ])
 def test_each_optimizer_resumes_exactly_after_kill_9(home, images, tmp_path, recipe):

@@ -85,7 +85,7 @@ class TrainOptions:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
-OPTIMIZERS = ("adam", "schedulefree")
+OPTIMIZERS = ("adam", "schedulefree", "soap")
 SCHEDULES = ("decay", "constant")
 QUANTIZATIONS = ("noise", "mixed")
 
@@ -195,15 +195,32 @@ def load_images(folders: Path | list[Path]) -> list[np.ndarray]:
 
 
 def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    """An optimizer's state as tensors (``PREFIX.IDX.KEY``) and JSON; a list of tensors (SOAP's
+    preconditioner bases, one per dimension) as a nested JSON structure whose tensors are stored
+    under ``PREFIX-list.IDX.KEY.PATH``."""
     sd = opt.state_dict()
-    scalars = {}
+    scalars, lists = {}, {}
+
+    def nested(v, key: str):
+        if torch.is_tensor(v):
+            # stored in its memory order and permuted back on load: an eigenbasis comes out
+            # column-major, and a matmul over other strides rounds differently (resume is exact)
+            order = sorted(range(v.dim()), key=lambda d: -v.stride(d))
+            tensors[key] = v.detach().cpu().permute(order).contiguous()
+            return {"tensor": key, "order": order}
+        if isinstance(v, (list, tuple)):
+            return [nested(x, f"{key}.{j}") for j, x in enumerate(v)]
+        return {"value": v}
+
     for idx, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
                 tensors[f"{prefix}.{idx}.{k}"] = v.detach().cpu().contiguous()
+            elif isinstance(v, (list, tuple)):
+                lists[f"{idx}.{k}"] = nested(v, f"{prefix}-list.{idx}.{k}")
             else:
                 scalars[f"{idx}.{k}"] = v
-    meta[prefix] = json.dumps({"param_groups": sd["param_groups"], "scalars": scalars})
+    meta[prefix] = json.dumps({"param_groups": sd["param_groups"], "scalars": scalars, "lists": lists})
 
 
 def _unflatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
@@ -216,6 +233,18 @@ def _unflatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict,
     for key, v in info["scalars"].items():
         idx, k = key.split(".", 1)
         state.setdefault(int(idx), {})[k] = v
+
+    def restored(node):
+        if isinstance(node, list):
+            return [restored(x) for x in node]
+        if "tensor" not in node:
+            return node["value"]
+        order = node["order"]
+        return tensors[node["tensor"]].permute([order.index(d) for d in range(len(order))])
+
+    for key, node in info.get("lists", {}).items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = restored(node)
     for group in info["param_groups"]:
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
@@ -263,7 +292,7 @@ def load_state(path: Path, model, opt, aux_opt, ema: dict[str, torch.Tensor] | N
 
 
 def make_optimizer(name: str, params: list, lr: float) -> torch.optim.Optimizer:
-    """``adam``, or ``schedulefree``: schedule-free AdamW (A. Defazio et al., "The Road Less
+    """``adam``, ``soap`` (below), or ``schedulefree``: schedule-free AdamW (A. Defazio et al., "The Road Less
     Scheduled", NeurIPS 2024), which needs no decay and no known end: training can continue from
     its state indefinitely.  It trains at the interpolation y of its iterates z and their average
     x, and x is the model to evaluate (:func:`inference_model`)."""
@@ -275,6 +304,12 @@ def make_optimizer(name: str, params: list, lr: float) -> torch.optim.Optimizer:
         opt = schedulefree.AdamWScheduleFree(params, lr=lr, warmup_steps=0, weight_decay=0.0)
         opt.train()
         return opt
+    if name == "soap":
+        from pytorch_optimizer import SOAP  # deferred: only this optimizer needs it
+
+        # Adam in the eigenbasis of Shampoo's preconditioner, refreshed every 10 steps (N. Vyas et
+        # al., "SOAP: Improving and Stabilizing Shampoo using Adam", ICLR 2025); betas of the paper.
+        return SOAP(params, lr=lr, betas=(0.95, 0.95), weight_decay=0.0, precondition_frequency=10)
     raise CodecError(f"unknown optimizer {name!r} ({', '.join(OPTIMIZERS)})")
 
 
