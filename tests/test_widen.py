@@ -10,16 +10,18 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from imgcodec.cli import cli
-from imgcodec.codec.api import compress_latents
+from imgcodec.codec.api import code_array, compress_latents
 from imgcodec.errors import ModelError
 from imgcodec.models import store
+from imgcodec.models.base import bits_per_pixel
 from imgcodec.models.config import ModelConfig
-from imgcodec.models.growth import close, init_from, widen
+from imgcodec.models.growth import close, grow, init_from, widen
 from imgcodec.models.norms import NORMS
 from imgcodec.models.registry import build_model
 from imgcodec.train import TrainOptions, train
@@ -87,7 +89,7 @@ def test_widen_refuses_to_narrow():
         widen(build_model(tiny(N=16)), 8)
 
 
-@pytest.mark.parametrize("change", [dict(N=8), dict(M=16), dict(norm="bn")])
+@pytest.mark.parametrize("change", [dict(N=8), dict(M=8), dict(norm="bn")])
 def test_init_from_refuses_another_shape(change):
     source = build_model(tiny(N=16))
     target = build_model(dataclasses.replace(tiny(N=16), **change))
@@ -129,3 +131,75 @@ def test_trainer_widens_and_the_new_channels_learn(tmp_path, monkeypatch):
     listing = CliRunner().invoke(cli, ["models"]).output
     assert "tinyhp-wide: " in listing and "N=24, M=24, hyper_N=16," in listing
     assert "tinyhp: " in listing and "N=16, M=24, default quality" in listing
+
+
+# -- growth along M ---------------------------------------------------------------------------------
+
+# The architectures with a hyperprior grow their latent; the factorized model's density is per channel.
+GROWS_ALONG_M = ["hyperprior", "meanscale", "checkerboard"]
+
+
+def with_means(model):
+    """``perturbed``, and the hyperprior's means and the context's corrections non-zero, so that they
+    take part in what must stay the same."""
+    perturbed(model)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name in ("h_m", "entropy_parameters"):
+            if hasattr(model, name):
+                getattr(model, name)[-1].weight.normal_(0, 0.2, generator=gen)
+    return model
+
+
+@pytest.mark.parametrize("architecture", GROWS_ALONG_M)
+def test_grown_latent_codes_the_same_pixels_at_nearly_the_same_rate(architecture):
+    source = with_means(build_model(tiny(architecture)))
+    grown = grow(source, 30)
+    assert grown.config.M == 30 and grown.g_a[-1].weight.shape[0] == 30
+    for m in (source, grown):
+        m.eval().update(force=True)
+    rgb = natural_image(64, 96, seed=5)
+    for q in (1, 2.5, 3):
+        size, pixels = code_array(source, rgb, quality=q)
+        grown_size, grown_pixels = code_array(grown, rgb, quality=q)
+        # 18 new channels of 4 × 6 zeros each at the narrowest scale: a few bytes at the most
+        assert size <= grown_size <= size + 4
+        assert np.array_equal(grown_pixels, pixels)
+
+
+@pytest.mark.parametrize("architecture", GROWS_ALONG_M)
+def test_the_new_latent_channels_get_gradient(architecture):
+    """The new channels start at zero but learn: the distortion reaches g_a's new rows through
+    g_s's fresh ones (straight-through rounding), from the first step."""
+    grown = grow(with_means(build_model(tiny(architecture))), 30).train()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    out = grown(x, 2, quantization="mixed")
+    loss = bits_per_pixel(out["likelihoods"], 64 * 64) + 0.01 * 255**2 * torch.mean((out["x_hat"] - x) ** 2)
+    loss.backward()
+    new_rows = grown.g_a[-1].weight.grad[12:]
+    assert new_rows.abs().sum() > 0.01 * grown.g_a[-1].weight.grad[:12].abs().sum()
+    assert grown.g_a[-1].weight[12:].abs().sum() == 0  # and they do start at zero
+
+
+def test_growth_along_m_refuses_to_narrow_and_the_factorized_model():
+    with pytest.raises(ModelError, match="cannot narrow the latent"):
+        grow(build_model(tiny("meanscale")), 8)
+    with pytest.raises(ModelError, match="does not grow along M"):
+        grow(build_model(tiny("factorized")), 24)
+
+
+def test_init_from_widens_grows_the_latent_and_extends_the_ladder_at_once():
+    """N, M and the λ ladder of a checkerboard model grow in one ``--init``, as the same function
+    at the source's levels."""
+    source = with_means(build_model(tiny("checkerboard")))
+    target = build_model(dataclasses.replace(tiny("checkerboard", N=24, hyper_N=16), M=20,
+                                             lambdas=(0.002, 0.01, 0.05, 0.1)))
+    init_from(target, source)
+    for m in (source, target):
+        m.eval().update(force=True)
+    rgb = natural_image(48, 64, seed=6)
+    for q in (1, 2, 3):
+        size, pixels = code_array(source, rgb, quality=q)
+        grown_size, grown_pixels = code_array(target, rgb, quality=q)
+        assert size <= grown_size <= size + 4
+        assert np.abs(grown_pixels.astype(int) - pixels).max() <= 1  # g_a/g_s widened: float rounding

@@ -66,6 +66,22 @@ def check_codable(t: torch.Tensor) -> None:
         raise ModelError("the model produced latents out of range (NaN or huge): broken weights?")
 
 
+def embed(target: torch.Tensor, old: torch.Tensor, places: dict[int, torch.Tensor], zero: tuple[int, ...] = ()) -> None:
+    """Put ``old`` into the larger ``target`` in place: along each dimension ``d`` of ``places`` the
+    old index ``i`` goes to ``places[d][i]`` (elsewhere to ``i``).  The entries that no old index
+    reaches along a dimension of ``zero`` become zero; the others keep ``target``'s (fresh) values.
+    The building block of growing a trained model wider as the same function."""
+    index = []
+    for d, n in enumerate(old.shape):
+        at = places.get(d, torch.arange(n))
+        if d in zero:
+            fresh = torch.ones(target.shape[d], dtype=torch.bool)
+            fresh[at] = False
+            target.index_fill_(d, fresh.nonzero().flatten(), 0)
+        index.append(at.reshape([-1 if k == d else 1 for k in range(old.dim())]))
+    target[tuple(index)] = old
+
+
 def round_hard(v: torch.Tensor, offset: torch.Tensor | float = 0.0) -> torch.Tensor:
     """``round(v - offset) + offset``: the coder's rounding, without a gradient."""
     return torch.round(v - offset) + offset
@@ -142,6 +158,11 @@ class CodecModel(CompressionModel):
 
     def grow_from(self, source: "CodecModel") -> None:
         raise ModelError(f"architecture {self.config.architecture!r} grows from no other")
+
+    def grow_latent(self, source: "CodecModel") -> None:
+        """Take the weights of ``source``, the same model with fewer latent channels (M), as the
+        same function: the new channels start at zero and cost (almost) no bits, yet learn."""
+        raise ModelError(f"architecture {self.config.architecture!r} does not grow along M")
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, quality=None) -> torch.Tensor:

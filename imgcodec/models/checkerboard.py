@@ -203,6 +203,22 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
 
     # -- growth ----------------------------------------------------------------------------------
 
+    def latent_growth(self, M0: int):
+        """:meth:`MeanScaleHyperprior.latent_growth`, and the context: ``g_cm`` does not read the
+        new channels' anchors yet; ``g_ep`` grows as Net2Net does (Chen, Goodfellow, Shlens, ICLR
+        2016: its new units read with fresh weights and write with zero ones) and gives the new
+        channels zero corrections."""
+        M = self.config.M
+        lat = torch.arange(M0)
+        params = torch.cat([lat, M + lat])  # (σ, μ) of each channel
+        first, last = "entropy_parameters.0", f"entropy_parameters.{len(self.entropy_parameters) - 1}"
+        rules = {"context_prediction.weight": ({1: lat}, (1,)),
+                 f"{first}.weight": ({1: torch.cat([params, 2 * M + torch.arange(2 * M0)])}, (1,)),
+                 f"{last}.weight": ({0: params}, (0, 1)), f"{last}.bias": ({0: params}, (0,))}
+        for i in range(2, len(self.entropy_parameters) - 1, 2):
+            rules[f"entropy_parameters.{i}.weight"] = ({}, (1,))
+        return super().latent_growth(M0) | rules
+
     @torch.no_grad()
     def grow_from(self, source: ScaleHyperprior) -> None:
         """Take a trained mean-scale (or scale) hyperprior of the same widths as the same function:

@@ -51,6 +51,27 @@ def widen(source: CodecModel, N: int) -> CodecModel:
     return wide
 
 
+@torch.no_grad()
+def grow(source: CodecModel, M: int) -> CodecModel:
+    """``source`` with ``M`` latent channels, as the same function (:meth:`CodecModel.grow_latent`):
+    it reconstructs every image as ``source`` did and codes it to nearly the same size."""
+    config = source.config
+    if M < config.M:
+        raise ModelError(f"cannot narrow the latent of model {config.name!r} from M={config.M} to M={M}")
+    grown = build_model(dataclasses.replace(config, M=M))
+    grown.grow_latent(source)
+    probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    modes = source.training, grown.training
+    source.eval(), grown.eval()
+    try:
+        same = close(grown.reconstruct(probe), source.reconstruct(probe))
+    finally:
+        source.train(modes[0]), grown.train(modes[1])
+    if not same:
+        raise ModelError(f"model {config.name!r} does not grow along M as the same function")
+    return grown
+
+
 def close(a: torch.Tensor, b: torch.Tensor, tolerance: float = 1e-4) -> bool:
     """Equal up to float rounding, measured against the size of the whole tensor: an element near 0
     inherits the rounding error of large intermediate values (IGDN multiplies)."""
@@ -79,22 +100,26 @@ def init_from(model: CodecModel, source: CodecModel) -> None:
 
     - The same architecture and widths: every weight; with another λ ladder that holds the source's
       levels in a row, the gains of the new levels by the high-rate rule.
-    - ``g_a``/``g_s`` narrower than ``model``'s: widened first (:func:`widen`), then as below.
+    - ``g_a``/``g_s`` narrower than ``model``'s: widened first (:func:`widen`); fewer latent
+      channels (M): grown first (:func:`grow`); then as below.
     - An architecture that ``model`` grows from (``grows_from``: a mean-scale from a scale
       hyperprior) with the same hyperprior widths: :meth:`grow_from`, the same function.
     - Otherwise, with the same norm and latent (a hyperprior from a factorized model): ``g_a`` and
       ``g_s`` carry over; the entropy models and gains start fresh.
 
-    :class:`ModelError` for another norm, another M, or a wider N than ``model``'s.
+    :class:`ModelError` for another norm, or a wider N or M than ``model``'s.
     """
     s, d = source.config, model.config
-    if (s.norm, dict(s.norm_options), s.M) != (d.norm, dict(d.norm_options), d.M) or s.N > d.N:
+    if (s.norm, dict(s.norm_options)) != (d.norm, dict(d.norm_options)) or s.N > d.N or s.M > d.M:
         raise ModelError(
             f"a {s.name} checkpoint (norm {s.norm}, N={s.N}, M={s.M}) is of another shape "
             f"than {d.name} (norm {d.norm}, N={d.N}, M={d.M})"
         )
     if s.N < d.N:
         source = widen(source, d.N)
+        s = source.config
+    if s.M < d.M:
+        source = grow(source, d.M)
         s = source.config
     same_hyperprior = (s.hyper_channels, s.gain_units) == (d.hyper_channels, d.gain_units)
     if s.architecture == d.architecture and same_hyperprior and s.gain_units and s.lambdas != d.lambdas:

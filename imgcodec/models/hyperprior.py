@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from ..errors import ModelError
 from ..format import rans
-from .base import CodecModel, check_codable, factorized_likelihood, full_precision, round_ste
+from .base import CodecModel, check_codable, embed, factorized_likelihood, full_precision, round_ste
 from .compressai_parts import EntropyBottleneck, GaussianConditional
 from .config import ModelConfig
 from .gain import GainUnits
@@ -22,6 +22,9 @@ from .transforms import build_transforms
 HS_ACT_BITS = 12  # fraction bits of h_s's activations and of the scale table
 HS_WEIGHT_BITS = 16  # fraction bits of h_s's weights
 _EXACT = float(2**53)  # every integer of smaller magnitude is a float64
+# The scale a new latent channel starts with (grow_latent): below the table's smallest (0.11), so that
+# the coder gives its zeros (almost) all the probability, and above 0, where h_s's ReLU passes gradient.
+NEW_CHANNEL_SCALE = 0.05
 # compressai's rANS encoder sizes its output by the number of symbols and writes past it when a
 # payload has only one or two (heap corruption): every payload here has at least N or M symbols.
 MIN_CHANNELS = 8
@@ -231,6 +234,56 @@ class ScaleHyperprior(CodecModel):
         return y_hat if inverse is None else y_hat * inverse.detach().to("cpu")
 
 
+    # -- growth along M ----------------------------------------------------------------------------
+
+    def latent_growth(self, M0: int) -> dict[str, tuple[dict[int, torch.Tensor], tuple[int, ...]]]:
+        """How each weight that depends on M takes its ``M0``-channel source (:func:`~.base.embed`'s
+        ``places`` and ``zero``); a weight not named here keeps the old entries first, the new fresh."""
+        lat = torch.arange(M0)
+        g_a, h_s = f"g_a.{len(self.g_a) - 1}", f"h_s.{len(self.h_s) - 2}"
+        return {
+            f"{g_a}.weight": ({0: lat}, (0,)), f"{g_a}.bias": ({0: lat}, (0,)),  # new y = 0
+            "h_a.0.weight": ({1: self.hyper_inputs(M0)}, (1,)),  # z does not read them yet
+            f"{h_s}.weight": ({0: lat}, (0,)), f"{h_s}.bias": ({0: lat}, (0,)),  # NEW_CHANNEL_SCALE
+        }
+
+    def hyper_inputs(self, M0: int) -> torch.Tensor:
+        """Where the ``M0`` channels of a narrower model's ``h_a`` input go in this model's."""
+        return torch.arange(M0)
+
+    @torch.no_grad()
+    def grow_latent(self, source: "ScaleHyperprior") -> None:
+        """Take ``source``, this model with fewer latent channels, as the same function.
+
+        A new channel of ``y`` starts at zero (``g_a``'s row for it zero) while ``g_s`` reads it with
+        fresh weights: the image is reconstructed as before, and the distortion's gradient reaches
+        ``g_a``'s new rows at once, through ``g_s``'s, with the straight-through rounding (the other
+        way round — random analysis, zero synthesis — gives ``g_s`` no gradient while the rounded
+        new values are zero, and learned too slowly to matter).  ``h_a`` does not read the new
+        channels yet (zero columns: ``ẑ`` unchanged), their means are zero and their scale
+        ``NEW_CHANNEL_SCALE``, under the table's smallest: every zero costs ~1e-4 bit.  Gains of a
+        new channel: the mean of the old channels' at every level.
+        """
+        M0, config = source.config.M, self.config
+        if (type(source), source.config.N, source.config.hyper_channels, source.config.lambdas) != (
+                type(self), config.N, config.hyper_channels, config.lambdas) or M0 > config.M:
+            raise ModelError(f"{config.name} (M={config.M}) does not grow from {source.config.name} (M={M0}): "
+                             "only the number of latent channels may differ")
+        state, rules = self.state_dict(), self.latent_growth(M0)
+        for name, old in source.state_dict().items():
+            if name.startswith("gain."):
+                fresh = old.mean(-1, keepdim=True).expand(*old.shape[:-1], config.M - M0)
+                state[name] = torch.cat([old, fresh], dim=-1)
+            elif name.startswith(("entropy_bottleneck.", "gaussian_conditional.")) or name not in rules and (
+                    state[name].shape == old.shape):  # compressai's load_state_dict resizes the coder's tables
+                state[name] = old
+            else:
+                places, zero = rules.get(name, ({}, ()))
+                embed(state[name], old, places, zero)
+        state[f"h_s.{len(self.h_s) - 2}.bias"][M0:] = NEW_CHANNEL_SCALE
+        self.load_state_dict(state)
+
+
 class MeanScaleHyperprior(ScaleHyperprior):
     r"""Mean-scale hyperprior: the scale hyperprior with a mean for every element of ``ŷ``.
 
@@ -267,6 +320,16 @@ class MeanScaleHyperprior(ScaleHyperprior):
             deconv5x5(H, H), nn.ReLU(inplace=True),
             nn.Conv2d(H, M, kernel_size=3, stride=1, padding=1),
         )
+
+    def hyper_inputs(self, M0: int) -> torch.Tensor:
+        lat = torch.arange(M0)
+        return torch.cat([lat, self.config.M + lat])  # [|y|, y]
+
+    def latent_growth(self, M0: int):
+        """:meth:`ScaleHyperprior.latent_growth`, and zero means for the new channels."""
+        h_m = f"h_m.{len(self.h_m) - 1}"
+        lat = torch.arange(M0)
+        return super().latent_growth(M0) | {f"{h_m}.weight": ({0: lat}, (0,)), f"{h_m}.bias": ({0: lat}, (0,))}
 
     def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
         """``z = h_a([|y|, y])``: the signs of ``y`` too, which the means need."""
