@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import ModelError
 from ..format import rans
-from .compressai_parts import GDN, CompressionModel, EntropyBottleneck
+from .compressai_parts import GDN, CompressionModel
 from .config import ModelConfig
 
 
@@ -44,14 +44,6 @@ def full_precision(t: torch.Tensor):
     likelihood has 8 significant bits; its log2 would be off by up to 0.4 %)."""
     with torch.autocast(t.device.type, enabled=False):
         yield
-
-
-def factorized_likelihood(eb: EntropyBottleneck, values: torch.Tensor) -> torch.Tensor:
-    """``p(values)`` under an ``EntropyBottleneck``'s density, values (1, C, H, W) already rounded
-    (its ``forward`` would add noise or round without a gradient)."""
-    c = values.shape[1]
-    likelihood, _, _ = eb._likelihood(values.permute(1, 0, 2, 3).reshape(c, 1, -1))
-    return eb.likelihood_lower_bound(likelihood)
 
 
 def bits_per_pixel(likelihoods: dict, num_pixels: int) -> torch.Tensor:

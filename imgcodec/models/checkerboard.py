@@ -9,7 +9,8 @@ from torch.nn import functional as F
 
 from ..errors import BitstreamError
 from ..format import rans
-from .base import check_codable, factorized_likelihood, full_precision, round_ste
+from .base import check_codable, round_ste
+from .compressai_parts import medians
 from .config import ModelConfig
 from .gain import grown_gain_state
 from .hyperprior import HS_ACT_BITS, MeanScaleHyperprior, ScaleHyperprior, fixed_point, hyper_shape, to_fixed
@@ -80,41 +81,10 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         d_scales, d_means = self.entropy_parameters(torch.cat([scales0, means0, c], dim=1)).chunk(2, dim=1)
         return torch.where(a, scales0, F.relu(scales0 + d_scales)), torch.where(a, means0, means0 + d_means)
 
-    def forward(self, x: torch.Tensor, quality=None, quantization: str = "noise") -> dict:
-        """Training pass, as :meth:`MeanScaleHyperprior.forward`; the context reads the anchors
-        rounded as the decoder will have them (straight-through), whatever ``quantization``."""
-        y = self.g_a(x)
-        gain, inverse = self.gains(quality)
-        if gain is not None:
-            y = y * gain
-        z = self.hyper_analysis(y)
-        with full_precision(z):
-            z_hat, z_likelihoods = self.entropy_bottleneck(z.float())
-        scales0 = self.h_s(z_hat)[..., : y.shape[-2], : y.shape[-1]]
-        means0 = self.means(z_hat, y.shape[-2:])
-        with full_precision(y):
-            y32 = y.float()
-            scales, means = self.context_parameters(scales0.float(), means0.float(), round_ste(y32, means0.float()))
-            y_hat, y_likelihoods = self.gaussian_conditional(y32, scales, means=means)
-        if quantization == "mixed":
-            y_hat = round_ste(y32, means)
-        x_hat = self.g_s(y_hat if inverse is None else y_hat * inverse)
-        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
-
-    def rd_pass(self, latents, quality=None, rounding=round_ste):
-        """``(bits, x̂)`` of coding ``latents = (y·gain, z)`` in the two passes, differentiable in
-        the latents (float parameters; the coder's fixed point differs by ~1e-4 of a scale)."""
-        y, z = latents
-        z_hat = rounding(z, self.entropy_bottleneck._get_medians().detach())
-        scales0 = self.h_s(z_hat)[..., : y.shape[-2], : y.shape[-1]]
-        means0 = self.means(z_hat, y.shape[-2:])
-        scales, means = self.context_parameters(scales0, means0, rounding(y, means0))
-        y_hat = rounding(y, means)
-        gc = self.gaussian_conditional
-        bits = -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))).sum()
-        bits = bits - torch.log2(factorized_likelihood(self.entropy_bottleneck, z_hat)).sum()
-        _, inverse = self.gains(quality)
-        return bits, self.g_s(y_hat if inverse is None else y_hat * inverse)
+    def entropy_parameters_of(self, y, scales0, means0, rounding=round_ste):
+        """The context's ``(σ, μ)``: it reads the anchors rounded as the decoder will have them
+        (straight-through in training, whatever the quantization of ``g_s``'s input)."""
+        return self.context_parameters(scales0, means0, rounding(y, means0))
 
     # -- exact parameters (the coder) ------------------------------------------------------------
 
@@ -179,8 +149,8 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         fixed-point passes (:meth:`rd_pass`'s float parameters differ from them by ~1e-4, enough
         to move a rounding)."""
         y, z = self.coded_latents(self.g_a(x), quality)
-        medians = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
-        z_hat = torch.round(z - medians) + medians  # as rans.decode_latent gives it back
+        m = medians(self.entropy_bottleneck).view(1, -1, 1, 1)
+        z_hat = torch.round(z - m) + m  # as rans.decode_latent gives it back
         y_hat = (self._quantize(y, z_hat)[-1] / ONE).float()
         _, inverse = self.gains(quality)
         if inverse is not None:

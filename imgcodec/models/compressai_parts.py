@@ -1,6 +1,7 @@
 """The parts of compressai the models use (entropy models, GDN, the model base class), imported
 without compressai's package ``__init__`` and its data sets (``_light``): every module of the
-models imports compressai through here, so that ``_light.load()`` always runs first."""
+models imports compressai through here, so that ``_light.load()`` always runs first, and only the
+functions below touch the entropy models' private members."""
 
 from __future__ import annotations
 
@@ -15,4 +16,23 @@ with warnings.catch_warnings():  # compressai 1.2 scripts a helper with the depr
 from compressai.layers import GDN  # noqa: E402
 from compressai.models.base import CompressionModel  # noqa: E402
 
-__all__ = ["EntropyBottleneck", "GaussianConditional", "GDN", "CompressionModel"]
+__all__ = ["EntropyBottleneck", "GaussianConditional", "GDN", "CompressionModel", "medians",
+           "factorized_likelihood", "gaussian_likelihood"]
+
+
+def medians(eb: EntropyBottleneck):
+    """(C,): the median of each channel's density, about which the coder rounds (no gradient)."""
+    return eb._get_medians().detach().reshape(-1)
+
+
+def factorized_likelihood(eb: EntropyBottleneck, values):
+    """``p(values)`` under an ``EntropyBottleneck``'s density, values (1, C, H, W) already rounded
+    (its ``forward`` would add noise or round without a gradient)."""
+    c = values.shape[1]
+    likelihood, _, _ = eb._likelihood(values.permute(1, 0, 2, 3).reshape(c, 1, -1))
+    return eb.likelihood_lower_bound(likelihood)
+
+
+def gaussian_likelihood(gc: GaussianConditional, values, scales, means=None):
+    """``p(values)`` of already rounded ``values`` under ``gc``'s Gaussians (scales lower-bounded)."""
+    return gc.likelihood_lower_bound(gc._likelihood(values, scales, means))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..format import rans
-from .base import CodecModel, check_codable, factorized_likelihood, full_precision, round_ste
-from .compressai_parts import EntropyBottleneck
+from .base import CodecModel, check_codable, full_precision, round_ste
+from .compressai_parts import EntropyBottleneck, factorized_likelihood, medians
 from .config import ModelConfig
 from .transforms import build_transforms
 
@@ -41,7 +41,7 @@ class FactorizedPrior(CodecModel):
         with full_precision(y):
             y_hat, y_likelihoods = self.entropy_bottleneck(y.float())
         if quantization == "mixed":
-            y_hat = round_ste(y.float(), self.entropy_bottleneck._get_medians().detach())
+            y_hat = round_ste(y.float(), medians(self.entropy_bottleneck).view(1, -1, 1, 1))
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods}}
 
@@ -54,7 +54,7 @@ class FactorizedPrior(CodecModel):
         default straight-through, or ``rounding(v, offset)``), differentiable in the latents: the
         objective of ``refine``."""
         (y,) = latents
-        y_hat = rounding(y, self.entropy_bottleneck._get_medians().detach())
+        y_hat = rounding(y, medians(self.entropy_bottleneck).view(1, -1, 1, 1))
         bits = -torch.log2(factorized_likelihood(self.entropy_bottleneck, y_hat)).sum()
         return bits, self.g_s(y_hat)
 

@@ -11,8 +11,14 @@ from torch.nn import functional as F
 
 from ..errors import ModelError
 from ..format import rans
-from .base import CodecModel, check_codable, embed, factorized_likelihood, full_precision, round_ste
-from .compressai_parts import EntropyBottleneck, GaussianConditional
+from .base import CodecModel, check_codable, embed, full_precision, round_ste
+from .compressai_parts import (
+    EntropyBottleneck,
+    GaussianConditional,
+    factorized_likelihood,
+    gaussian_likelihood,
+    medians,
+)
 from .config import ModelConfig
 from .gain import GainUnits
 from .norms import conv5x5, deconv5x5
@@ -137,6 +143,13 @@ class ScaleHyperprior(CodecModel):
         """The mean of every element of ``ŷ`` given ``ẑ``: none here (zero-mean Gaussians)."""
         return None
 
+    def entropy_parameters_of(self, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor | None,
+                              rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The ``(σ, μ)`` that code ``y`` in the float passes (training, refinement), from the
+        hyperprior's: the hook a context model overrides (``rounding(v, offset)`` gives it the
+        decoded values it may read); here the hyperprior's as they are."""
+        return scales, means
+
     def forward(self, x: torch.Tensor, quality=None, quantization: str = "noise") -> dict:
         """Training pass at ``quality`` (a level of the λ ladder): additive uniform noise for rounding
         in the rate; with ``quantization="mixed"`` g_s gets ``round(y − μ) + μ`` (straight-through),
@@ -151,10 +164,11 @@ class ScaleHyperprior(CodecModel):
         scales = self.h_s(z_hat)[..., : y.shape[-2], : y.shape[-1]]
         means = self.means(z_hat, y.shape[-2:])
         with full_precision(y):
-            y_hat, y_likelihoods = self.gaussian_conditional(
-                y.float(), scales.float(), means=None if means is None else means.float())
+            y32 = y.float()
+            scales, means = self.entropy_parameters_of(y32, scales.float(), None if means is None else means.float())
+            y_hat, y_likelihoods = self.gaussian_conditional(y32, scales, means=means)
         if quantization == "mixed":
-            y_hat = round_ste(y.float(), 0.0 if means is None else means.float())
+            y_hat = round_ste(y32, 0.0 if means is None else means)
         x_hat = self.g_s(y_hat if inverse is None else y_hat * inverse)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
@@ -195,12 +209,11 @@ class ScaleHyperprior(CodecModel):
         the float ``h_s``, which the coder's table rounds up), differentiable in the latents: the
         objective of ``refine``."""
         y, z = latents
-        z_hat = rounding(z, self.entropy_bottleneck._get_medians().detach())
+        z_hat = rounding(z, medians(self.entropy_bottleneck).view(-1, 1, 1))
         scales = self.h_s(z_hat)[..., : y.shape[-2], : y.shape[-1]]
-        means = self.means(z_hat, y.shape[-2:])
+        scales, means = self.entropy_parameters_of(y, scales, self.means(z_hat, y.shape[-2:]), rounding)
         y_hat = rounding(y, 0.0 if means is None else means)
-        gc = self.gaussian_conditional
-        bits = -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))).sum()
+        bits = -torch.log2(gaussian_likelihood(self.gaussian_conditional, y_hat, scales, means)).sum()
         bits = bits - torch.log2(factorized_likelihood(self.entropy_bottleneck, z_hat)).sum()
         _, inverse = self.gains(quality)
         return bits, self.g_s(y_hat if inverse is None else y_hat * inverse)
