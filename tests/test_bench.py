@@ -44,7 +44,7 @@ def test_peer_identity_and_sections(reduced):
     assert res["cli"]["imgcodec --help"]["imports_torch"] is False
 
 
-def test_models_section_times_each_architecture_against_meanscale(reduced):
+def test_models_section_times_each_shipped_model_against_the_default(reduced):
     lines = []
     res = bench.run(bench.BenchOptions(data=reduced, reps=1, warmup=0, compile=False, sections=("models",)),
                     log=lines.append)["models"]
@@ -53,7 +53,9 @@ def test_models_section_times_each_architecture_against_meanscale(reduced):
 
     shipped = {store.load_config(n).architecture for n in res}
     assert {"factorized", "hyperprior", "meanscale", "checkerboard"} <= shipped
-    assert res[bench.MODELS_REFERENCE]["encode_ratio"] == 1.0 and res[bench.MODELS_REFERENCE]["decode_ratio"] == 1.0
+    assert {n for n, c in store.available_configs().items() if store.shipped_qualities(n) and c.norm == "gdn"} == set(res)
+    assert res[store.DEFAULT_MODEL]["encode_ratio"] == 1.0 and res[store.DEFAULT_MODEL]["decode_ratio"] == 1.0
+    assert f"× {store.DEFAULT_MODEL}" in text
     for name, r in res.items():
         assert r["encode"] > 0 and r["decode"] > 0 and r["bytes"] > 0
         assert name in text

@@ -735,21 +735,18 @@ def scaling_section(sizes, source: Path, model, quality, threads, log, clock: st
 # Section: training throughput
 
 
-MODELS_REFERENCE = "meanscale-gdn"
-
 
 def models_section(images, reps: int, warmup: int, log, clock: str = "wall") -> dict:
-    """Encode and decode seconds per image of one shipped model per architecture, alternated image
-    by image, and each one's ratio to ``MODELS_REFERENCE``."""
+    """Encode and decode seconds per image of every shipped model with GDN (one per architecture and
+    the wider ones), alternated image by image, and each one's ratio to the default model."""
     from ..codec import api as codec
     from ..codec.imageio import CanonicalImage
     from ..models import store
 
-    names = {}
-    for name, config in store.available_configs().items():
-        if store.shipped_qualities(name) and config.norm == "gdn":
-            names.setdefault(config.architecture, name)
-    names = sorted(names.values(), key=lambda n: (n != MODELS_REFERENCE, n))
+    reference = store.DEFAULT_MODEL
+    names = [name for name, config in store.available_configs().items()
+             if store.shipped_qualities(name) and config.norm == "gdn"]
+    names = sorted(names, key=lambda n: (n != reference, n))
     loaded = {n: store.load_shipped(n) for n in names}
     totals = {n: {"encode": 0.0, "decode": 0.0, "bytes": 0} for n in names}
     for _, rgb in images:
@@ -764,7 +761,7 @@ def models_section(images, reps: int, warmup: int, log, clock: str = "wall") -> 
             totals[n]["encode"] += t[f"{n} encode"][clock] / len(images)
             totals[n]["decode"] += t[f"{n} decode"][clock] / len(images)
             totals[n]["bytes"] += len(files[n])
-    ref = totals.get(MODELS_REFERENCE)
+    ref = totals.get(reference)
     rows = []
     for n in names:
         r = totals[n]
@@ -772,8 +769,7 @@ def models_section(images, reps: int, warmup: int, log, clock: str = "wall") -> 
             r["encode_ratio"], r["decode_ratio"] = r["encode"] / ref["encode"], r["decode"] / ref["decode"]
         rows.append([n, loaded[n].model.config.architecture, r["bytes"], r["encode"], r.get("encode_ratio", float("nan")),
                      r["decode"], r.get("decode_ratio", float("nan"))])
-    log(_table(["model", "architecture", "bytes", "encode s", f"× {MODELS_REFERENCE}", "decode s",
-                f"× {MODELS_REFERENCE}"], rows))
+    log(_table(["model", "architecture", "bytes", "encode s", f"× {reference}", "decode s", f"× {reference}"], rows))
     return totals
 
 
