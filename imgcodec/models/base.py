@@ -7,12 +7,12 @@ import contextlib
 import math
 
 import torch
-from torch import nn
 
 from ..errors import ModelError
 from ..format import rans
-from .compressai_parts import GDN, CompressionModel
+from .compressai_parts import CompressionModel
 from .config import ModelConfig
+from .norms import get_norm
 
 
 def round_ste(v: torch.Tensor, offset: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -112,20 +112,12 @@ class CodecModel(CompressionModel):
 
     @property
     def footprint(self) -> int | None:
-        """``LOCAL_FOOTPRINT`` when ``g_a`` and ``g_s`` are 5×5 stride-2 convolutions and pointwise
-        layers only (so that tiles reproduce the whole frame), else ``None``."""
-        pointwise = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.BatchNorm2d, GDN)
-
-        def local(m) -> bool:
-            if isinstance(m, nn.Sequential):
-                return all(local(c) for c in m.children())
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                return m.kernel_size == (5, 5) and m.stride == (2, 2) and m.padding == (2, 2) and m.groups == 1
-            if isinstance(m, nn.BatchNorm2d):
-                return not m.training
-            return isinstance(m, pointwise)
-
-        if self.stride == 16 and all(len(net) == 7 and local(net) for net in (self.g_a, self.g_s)):
+        """``LOCAL_FOOTPRINT``: ``g_a``/``g_s`` are four 5×5 stride-2 (transposed) convolutions with a
+        norm that the registry declares ``local`` (each position alone), so that tiles reproduce
+        the whole frame; ``None`` for a norm with statistics over H and W (or, in training, over the
+        batch), which makes every value depend on the whole frame (never tiled)."""
+        norm = get_norm(self.config.norm)
+        if norm.local and not (self.training and norm.batch_dependent):
             return LOCAL_FOOTPRINT
         return None
 

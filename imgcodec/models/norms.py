@@ -46,7 +46,9 @@ class NormSpec:
     ``analysis``/``synthesis`` build the layer placed after a (transposed) convolution of ``g_a``
     and ``g_s``; ``conv``/``deconv`` build those convolutions (a norm such as MABN needs
     weight-centralized ones); ``batch_dependent`` says whether the output depends on other samples
-    of the batch in training (the ablation's second axis).
+    of the batch in training (the ablation's second axis); ``local`` whether, at inference, the
+    layer acts on each position alone (no statistics over H and W), so that ``g_a``/``g_s`` have a
+    bounded footprint and an image may be coded in tiles.
     """
 
     analysis: LayerFactory
@@ -55,6 +57,7 @@ class NormSpec:
     deconv: LayerFactory
     batch_dependent: bool = False
     description: str = ""
+    local: bool = False
 
 
 def conv5x5(in_ch: int, out_ch: int, cls: type = nn.Conv2d) -> nn.Module:
@@ -366,19 +369,19 @@ def _mabn(channels: int, window: int = 16, warmup: int = 100, eps: float = 1e-5,
 register_norm(
     "gdn",
     NormSpec(
-        _gdn, _igdn, conv5x5, deconv5x5,
+        _gdn, _igdn, conv5x5, deconv5x5, local=True,
         description="GDN in g_a, IGDN in g_s (Ballé et al., ICLR 2016); its own nonlinearity",
     ),
 )
 register_norm(
     "relu",
-    NormSpec(_relu, _relu, conv5x5, deconv5x5, description="no normalization, ReLU only"),
+    NormSpec(_relu, _relu, conv5x5, deconv5x5, local=True, description="no normalization, ReLU only"),
 )
 register_norm(
     "bn",
     NormSpec(
         _with_relu(_batchnorm), _with_relu(_batchnorm), conv5x5, deconv5x5,
-        batch_dependent=True, description="BatchNorm2d + ReLU",
+        batch_dependent=True, local=True, description="BatchNorm2d + ReLU (running statistics at inference)",
     ),
 )
 register_norm(
