@@ -16,7 +16,7 @@ from imgcodec.codec.ratecontrol import parse_size, search
 from imgcodec.errors import CodecError
 from imgcodec.format import bitstream
 
-from conftest import natural_image, run_main
+from conftest import ROOT, natural_image, run_main
 from hyperprior_home import hp_home, hp_store, one_thread  # noqa: F401 - fixtures
 
 MODEL = "tinyhp"
@@ -138,3 +138,20 @@ def test_command_line(hp_home, hp_store, photo, tmp_path, capsys, monkeypatch):
         code, _, err = run_main(capsys, "encode", src, tmp_path / "b.bin", "--model", MODEL, *args)
         assert code != 0 and msg in err, err
     assert not (tmp_path / "b.bin").exists()
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.7])
+def test_target_size_with_the_shipped_default_model(fraction):
+    """The default model on the bundled photo: the file fits within 2 % of the target (or is of
+    the highest quality, in hundredths, that fits), and decodes to the photo's size."""
+    from imgcodec.models import store
+
+    photo = Image.open(ROOT / "data" / "sample.png")
+    lo, hi = (len(imgcodec.encode(photo, quality=q)) for q in (2, 6))
+    limit = int(lo + fraction * (hi - lo))
+    data = imgcodec.encode(photo, target_size=limit)
+    header = bitstream.unpack(data).header
+    assert header.model == store.DEFAULT_MODEL
+    assert len(data) <= limit
+    assert len(data) >= 0.98 * limit or len(imgcodec.encode(photo, quality=round(header.quality + 0.01, 2))) > limit
+    assert imgcodec.decode(data).size == photo.size
