@@ -115,9 +115,12 @@ def cli() -> None:
               help="What the file keeps of the image's metadata: all (ICC profile, EXIF, XMP), icc, none.")
 @click.option("--to-srgb", is_flag=True, help="Convert the pixels of a colour-managed image to sRGB (no profile kept).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--runtime", type=click.Choice(["auto", "torch", "onnx"]), default=None,
+              help="torch, or ONNX Runtime (no torch needed); default: $IMGCODEC_RUNTIME, else torch where installed.")
 @click.option("-f", "--force", is_flag=True,
               help="Overwrite existing outputs (never an input, never a read-only file; a symlink's target is replaced).")
-def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, metadata, to_srgb, device, force):
+def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, metadata, to_srgb, device, force,
+           runtime=None):
     """Compress an image: `encode IN.png OUT.bin`, or `encode A.png B.jpg -o DIR` (`-`: stdin / stdout)."""
     from .atomic import check_writable, write_bytes_atomic
     from .codec.imageio import read_image
@@ -145,9 +148,10 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
         img = read_image(_read_stdin() if _is_stream(src) else src, metadata, to_srgb)
         if not _is_stream(dst):
             check_writable(dst, force, inputs=[src])
-        from .codec import api as codec  # torch loads here, once the input is known to be good
+        from .light import dispatch as codec  # torch or ONNX Runtime loads here, once the input is known to be good
 
-        data = codec.encode(img, quality=quality, model=model, device=_check_device(device), refine=refine, **targets)
+        data = codec.encode(img, quality=quality, model=model, device=_check_device(device), refine=refine,
+                            runtime=runtime, **targets)
         if _is_stream(dst):
             _write_stdout(data)
         else:
@@ -169,7 +173,9 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
 @click.option("-f", "--force", is_flag=True,
               help="Overwrite existing outputs (never an input, never a read-only file; a symlink's target is replaced).")
 @click.option("--no-size-cap", is_flag=True, help="Decode images larger than the default pixel cap.")
-def decode(inputs, output_dir, fmt, device, force, no_size_cap):
+@click.option("--runtime", type=click.Choice(["auto", "torch", "onnx"]), default=None,
+              help="torch, or ONNX Runtime (no torch needed); default: $IMGCODEC_RUNTIME, else torch where installed.")
+def decode(inputs, output_dir, fmt, device, force, no_size_cap, runtime=None):
     """Decompress: `decode IN.bin OUT.png` (format from the extension), or `decode A.bin -o DIR` (`-`: stdin / stdout)."""
     from .atomic import check_writable, write_bytes_atomic
     from .codec.imageio import image_bytes, output_format, read_input_bytes
@@ -189,9 +195,9 @@ def decode(inputs, output_dir, fmt, device, force, no_size_cap):
             raise type(exc)(f"this file needs model {header.model!r} quality {header.quality}: {exc}") from None
         if not _is_stream(dst):
             check_writable(dst, force, inputs=[src])
-        from .codec import api as codec
+        from .light import dispatch as codec  # torch or ONNX Runtime loads here
 
-        img = codec.decode(data, device=_check_device(device), max_pixels=cap)
+        img = codec.decode(data, device=_check_device(device), max_pixels=cap, runtime=runtime)
         out = image_bytes(img, fmt=image_format)
         if _is_stream(dst):
             _write_stdout(out)
@@ -203,7 +209,8 @@ def decode(inputs, output_dir, fmt, device, force, no_size_cap):
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
-def info(files):
+@click.option("-v", "--verbose", is_flag=True, help="Also the runtime that decodes here (torch or onnx).")
+def info(files, verbose=False):
     """Show the header of imgcodec files: model, weights, quality, size, mode, bytes, bpp."""
     from .codec.imageio import read_input_bytes
     from .format.bitstream import unpack
@@ -221,6 +228,10 @@ def info(files):
         click.echo(f"  metadata  {', '.join(h.metadata_names) or 'none'}")
         click.echo(f"  bytes     {s.size}")
         click.echo(f"  bpp       {s.bpp:.4f}")
+        if verbose:
+            from .light.dispatch import describe
+
+            click.echo(f"  runtime   {describe(h.model, h.quality)}")
 
 
 @cli.command()

@@ -57,7 +57,7 @@ def register() -> None:
         _pulls_fd = True
 
         def decode(self, buffer):
-            from .api import decode  # deferred: torch, on the first decode
+            from ..light.dispatch import decode  # deferred: torch or ONNX Runtime, on the first decode
 
             assert self.fd is not None
             img = decode(self.fd.read())
@@ -65,7 +65,7 @@ def register() -> None:
             return -1, 0
 
     def save(im, fp, filename) -> None:
-        from .api import encode  # deferred: torch, on the first encode
+        from ..light.dispatch import encode  # deferred: torch or ONNX Runtime, on the first encode
 
         options = {k: im.encoderinfo[k] for k in SAVE_OPTIONS if im.encoderinfo.get(k) is not None}
         fp.write(encode(im, **options))

@@ -25,7 +25,6 @@ from __future__ import annotations
 from bisect import bisect_right
 
 import numpy as np
-import torch
 
 from ..errors import BitstreamError
 from . import rans_jit
@@ -147,6 +146,8 @@ def _bypass(x: int, p: int, words: list[int], max_value: int) -> tuple[int, int,
 
 def decode_latent(entropy_bottleneck, payload: bytes, shape: tuple[int, int]) -> torch.Tensor:
     """``ŷ`` (1, C, h, w) float32 from a payload, exactly as ``EntropyBottleneck.decompress`` gives it."""
+    import torch  # deferred: the light runtime decodes with this module and no torch
+
     tables = cdf_tables(entropy_bottleneck)
     symbols = decode_symbols(payload, tables, shape[0] * shape[1])
     medians = entropy_bottleneck._get_medians().detach().to("cpu").reshape(1, -1, 1, 1)

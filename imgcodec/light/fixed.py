@@ -1,0 +1,95 @@
+"""The fixed-point convolutions of ``models/hyperprior.fixed_point`` in numpy, exactly.
+
+Numbers are integers held in float64 with ``HS_ACT_BITS`` fraction bits, weights with
+``HS_WEIGHT_BITS`` (the biases both); every input is clamped so that no partial sum can reach
+2**53, so each output — a float64 matrix product of an im2col of the input and the weights — is the
+same exact integer whatever the order of the additions (BLAS, threads, CPU): the same numbers as the
+torch path's ``F.conv2d`` in float64 (``tests/test_light.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ModelError
+
+HS_ACT_BITS = 12  # as models/hyperprior.py (tests/test_light.py checks they agree)
+HS_WEIGHT_BITS = 16
+_EXACT = float(2**53)
+_BAND_BYTES = 64 << 20  # im2col in bands of output rows of about this size
+
+
+def layers(tensors: dict, prefix: str, kinds: tuple) -> list:
+    """The layers of a ``Sequential`` from its tensors: ``kinds`` per index, ``"conv"`` (stride 1,
+    "same" padding), ``"deconv"`` (5×5, stride 2, padding 2, output padding 1), ``"relu"``."""
+    out = []
+    for i, kind in enumerate(kinds):
+        if kind == "relu":
+            out.append(("relu", None, None))
+        else:
+            name = f"{prefix}.{i}" if prefix else ""
+            w = tensors[f"{name}.weight" if name else "weight"]
+            b = tensors[f"{name}.bias" if name else "bias"]
+            out.append((kind, w, b))
+    return out
+
+
+def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad_lo: int, pad_hi: int) -> np.ndarray:
+    """``conv2d`` of ``x`` (C, H, W) with ``w`` (O, C, k, k), float64 matrix products by row bands."""
+    o, c, kh, kw = w.shape
+    if pad_lo or pad_hi:
+        x = np.pad(x, ((0, 0), (pad_lo, pad_hi), (pad_lo, pad_hi)))
+    ho = (x.shape[1] - kh) // stride + 1
+    wo = (x.shape[2] - kw) // stride + 1
+    wm = w.reshape(o, -1).T
+    out = np.empty((ho * wo, o), np.float64)
+    if kh == kw == 1 and stride == 1:
+        np.matmul(x.reshape(c, -1).T, wm, out=out)
+    else:
+        rows = max(1, _BAND_BYTES // max(1, wo * c * kh * kw * 8))
+        win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
+        for r0 in range(0, ho, rows):
+            r1 = min(r0 + rows, ho)
+            cols = np.ascontiguousarray(win[:, r0:r1].transpose(1, 2, 0, 3, 4)).reshape((r1 - r0) * wo, -1)
+            np.matmul(cols, wm, out=out[r0 * wo : r1 * wo])
+    out += b
+    return out.T.reshape(o, ho, wo)
+
+
+def fixed_point(layer_list, x: np.ndarray) -> np.ndarray:
+    """The layers on ``x`` ((C, H, W) float64 integers, ``HS_ACT_BITS`` fraction bits), exactly."""
+    x = np.array(x, dtype=np.float64, copy=True)
+    for kind, w32, b32 in layer_list:
+        if kind == "relu":
+            np.maximum(x, 0, out=x)
+            continue
+        w = np.round(w32.astype(np.float64) * 2.0**HS_WEIGHT_BITS)
+        b = np.round(b32.astype(np.float64) * 2.0 ** (HS_ACT_BITS + HS_WEIGHT_BITS))
+        reach = float(np.abs(w).sum(axis=(0, 2, 3) if kind == "deconv" else (1, 2, 3)).max())
+        room = _EXACT - 1 - float(np.abs(b).max())
+        if not (math.isfinite(reach) and room > 0):
+            raise ModelError("the hyper-synthesis weights are out of range: broken weights?")
+        limit = math.floor(room / max(reach, 1.0))
+        np.clip(x, -limit, limit, out=x)
+        if kind == "deconv":  # stride 2, padding 2, output padding 1: a convolution of the dilated input
+            k = w.shape[-1]
+            c, h, wd = x.shape
+            d = np.zeros((c, 2 * h - 1, 2 * wd - 1), np.float64)
+            d[:, ::2, ::2] = x
+            acc = _conv(d, np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]), b, 1, k - 3, k - 2)
+        else:
+            acc = _conv(x, w, b, 1, w.shape[-1] // 2, w.shape[-1] // 2)
+        x = np.round(acc * 2.0**-HS_WEIGHT_BITS)
+    return x
+
+
+def to_fixed(t: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(t, dtype=np.float64) * 2.0**HS_ACT_BITS)
+
+
+def scale_indexes(scale_table: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """The table index of every fixed-point scale (``ScaleHyperprior.fixed_scale_indexes``)."""
+    table = np.round(scale_table.astype(np.float64) * 2.0**HS_ACT_BITS)
+    return np.searchsorted(table[:-1], scales, side="left").astype(np.int64)
