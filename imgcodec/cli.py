@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from .errors import CodecError, InputError, OutputError
+from .train.options import Metric, Optimizer, Precision, Quantization, Schedule, TrainOptions
 
 
 def _check_device(device: str) -> str:
@@ -269,40 +270,42 @@ def models():
               help="Start from this checkpoint: all of it for the same model; for a wider one, its transforms "
               "widened as the same function; for a mean-scale from a scale hyperprior, grown; otherwise "
               "g_a/g_s only (models.growth.init_from).")
-@click.option("--batch-size", type=int)
-@click.option("--patch", type=int, help="Crop size (multiple of 16).")
-@click.option("--lr", type=float)
-@click.option("--metric", type=click.Choice(["mse", "ms-ssim"]))
+@click.option("--batch-size", type=int, help="Crops per step (default: the recipe's).")
+@click.option("--patch", type=int, help="Crop size in pixels, a multiple of 16 (default: the recipe's).")
+@click.option("--lr", type=float,
+              help="Learning rate of the network (default: the recipe's lr, or its finetune_lr with --init).")
+@click.option("--metric", type=click.Choice(Metric.values()),
+              help="Distortion in the loss: mse (λ·255²·MSE) or ms-ssim (λ·(1 − MS-SSIM), with --patch above 160); "
+                   "default: the recipe's.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Run folder (state, metrics.csv, final.safetensors).")
-@click.option("--checkpoint-seconds", type=float, default=120.0, show_default=True)
-@click.option("--val-every", type=int, default=1000, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+              help="Run folder: state.safetensors (what --resume continues), metrics.csv (a row every 50 steps "
+                   "and at the end) and final.safetensors.")
+@click.option("--checkpoint-seconds", type=float, default=120.0, show_default=True,
+              help="Write the state every so many seconds (a kill loses at most that much).")
+@click.option("--val-every", type=int, default=1000, show_default=True, help="Validate every so many steps (with --val).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes that cut the crops (0: this one).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the crops, the noise and the levels drawn.")
 @click.option("--threads", type=int, help="Torch threads (default: all cores).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Under torchrun on cuda, each rank takes its own GPU.")
+@click.option("--precision", type=click.Choice(Precision.values()), default="auto", show_default=True,
               help="bf16 autocast for the transforms (entropy models stay fp32); auto: bf16 where the CPU has "
                    "AMX or AVX512-BF16, or the GPU bf16.")
-@click.option("--optimizer", type=click.Choice(["adam", "schedulefree", "soap"]), help="Default: the model's recipe.")
-@click.option("--schedule", type=click.Choice(["decay", "constant"]),
+@click.option("--optimizer", type=click.Choice(Optimizer.values()),
+              help="adam, schedulefree (schedule-free AdamW: no lr schedule) or soap (default: the recipe's).")
+@click.option("--schedule", type=click.Choice(Schedule.values()),
               help="decay: lr × 0.1 for the last 15 % of the budget; constant: no decay (default: the recipe's).")
 @click.option("--ema", type=float, help="Decay of a moving average of the weights, which is validated and shipped (0: none).")
-@click.option("--quantization", type=click.Choice(["noise", "mixed"]),
+@click.option("--quantization", type=click.Choice(Quantization.values()),
               help="noise: additive uniform noise; mixed: noise in the rate, rounded latents into g_s.")
 @click.option("--downscale", type=float, help="Draw crops at a random scale in [DOWNSCALE, 1] (1: none).")
 @click.option("--ship", is_flag=True, help="Copy the final weights into checkpoints/ and the manifest.")
 def train(**kw):
-    """Train one rate point (also under `torchrun --nproc_per_node=N`)."""
-    from .train import TrainOptions
+    """Train one rate point (also under `torchrun --nproc_per_node=N`). Options not given take the
+    model's recipe ([training] in models/NAME.toml)."""
     from .train import train as run
 
     _check_device(kw["device"])
-    kw["data"] = [Path(d) for d in kw["data"]]
-    kw["val"] = [Path(v) for v in kw["val"]] or None
-    for key in ("init", "out"):
-        if kw[key] is not None:
-            kw[key] = Path(kw[key])
     summary = run(TrainOptions(**kw))
     click.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
 

@@ -65,6 +65,24 @@ def test_rd_pass_estimates_what_the_coder_writes(photo, name, q):
     assert np.abs(estimate.astype(int) - decoded).max() <= 1
 
 
+def test_one_objective_for_training_and_refinement():
+    """``rd_loss`` is J = bpp + λ·255²·MSE (or bpp + λ·(1 − MS-SSIM)), and the trainer's step and
+    refinement both call it."""
+    from pytorch_msssim import ms_ssim
+
+    from imgcodec.train import loop
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 176, 176)
+    x_hat = x + 0.05 * torch.randn_like(x)
+    bpp = torch.tensor(0.5)
+    j, mse = refine.rd_loss(bpp, x_hat, x, 0.01)
+    assert mse == torch.mean((x_hat - x) ** 2) and j == bpp + 0.01 * 255**2 * mse
+    j, _ = refine.rd_loss(bpp, x_hat, x, 20.0, "ms-ssim")
+    assert torch.allclose(j, bpp + 20.0 * (1 - ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0)))
+    assert loop.rd_loss is refine.rd_loss
+
+
 @pytest.mark.parametrize("name,q", CASES)
 def test_zero_steps_write_the_plain_file(photo, name, q):
     loaded = store.load_shipped(name, q)

@@ -14,7 +14,8 @@ from PIL import Image
 
 from imgcodec.errors import CodecError, ModelError
 from imgcodec.models import store
-from imgcodec.train import STATE_FILE, TrainOptions, load_state, state_step, time_steps, train
+from imgcodec.train import TrainOptions, time_steps, train
+from imgcodec.train.state import STATE_FILE, load_state, state_step
 
 from conftest import natural_image
 
@@ -84,6 +85,70 @@ def test_loss_falls_and_logs(home, images, tmp_path):
     assert loaded.meta["steps"] == 60 and loaded.meta["lambda"] == 0.01
 
 
+def test_a_short_run_logs_its_end(home, images, tmp_path):
+    """metrics.csv is written by every run: a row every log interval and one at the end, so a run
+    shorter than the interval has its row; a run of no steps, the header."""
+    run = tmp_path / "run"
+    train(opts(home, images, run, steps=3))
+    (row,) = rows(run)
+    assert int(row["step"]) == 3 and float(row["loss"]) > 0 and float(row["bpp"]) > 0
+    train(opts(home, images, run, steps=7, resume=True))
+    assert [int(x["step"]) for x in rows(run)] == [3, 5, 7]
+    train(opts(home, images, tmp_path / "none", steps=0))
+    assert rows(tmp_path / "none") == []
+
+
+def test_options_are_checked_once_with_choices_as_enums(home, images, tmp_path):
+    """A TrainOptions is checked when it is built (choices become enums, paths Paths, a wrong value
+    names its flag); resolve() fills the rest from the model's recipe; the command line offers
+    exactly the enums' values."""
+    from click import Choice
+
+    from imgcodec.cli import train as train_command
+    from imgcodec.train.options import Metric, Optimizer, Precision, Quantization, Schedule
+
+    o = opts(home, images, str(tmp_path / "run"), optimizer="schedulefree", metric="mse")
+    assert o.optimizer is Optimizer.SCHEDULEFREE and o.metric is Metric.MSE and o.precision is Precision.FP32
+    assert o.data == (images,) and o.out == tmp_path / "run" and o.schedule is None and o.config is None
+    for bad, message in [(dict(optimizer="sgd"), "unknown optimizer 'sgd' \\(adam, schedulefree, soap\\)"),
+                         (dict(precision="fp16"), "unknown precision 'fp16'"),
+                         (dict(patch=40), "--patch must be a positive multiple of 16, not 40"),
+                         (dict(batch_size=0), "--batch-size must be at least 1"),
+                         (dict(lr=-1.0), "--lr must be positive"),
+                         (dict(downscale=1.5), "--downscale must be in \\(0, 1\\]"),
+                         (dict(metric="ms-ssim", patch=160), "ms-ssim needs --patch above 160")]:
+        with pytest.raises(CodecError, match=message):
+            opts(home, images, tmp_path / "r", **bad)
+    resolved = o.resolve()
+    recipe = resolved.config.training
+    assert resolved.resolve() is resolved
+    assert (resolved.batch_size, resolved.patch, resolved.lr, resolved.ema) == (recipe.batch_size, recipe.patch,
+                                                                                 recipe.lr, recipe.ema)
+    assert resolved.schedule is Schedule.CONSTANT  # schedule-free: no schedule, whatever the recipe's
+    assert resolved.quantization is Quantization.NOISE and resolved.lmbda == 0.01
+    tuned = opts(home, images, tmp_path / "r", init=tmp_path / "x.safetensors").resolve()
+    assert tuned.lr == recipe.finetune_lr and tuned.schedule is Schedule.DECAY and tuned.optimizer is Optimizer.ADAM
+    choices = {p.name: p.type.choices for p in train_command.params if isinstance(p.type, Choice)}
+    for name, enum in [("metric", Metric), ("precision", Precision), ("optimizer", Optimizer),
+                       ("schedule", Schedule), ("quantization", Quantization)]:
+        assert list(choices[name]) == enum.values()
+
+
+def test_train_help_explains_every_option():
+    from click.testing import CliRunner
+
+    from imgcodec.cli import cli
+    from imgcodec.cli import train as train_command
+
+    assert all(p.help for p in train_command.params if p.name != "help"), \
+        [p.name for p in train_command.params if not p.help]
+    text = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output
+    for flag, words in [("--batch-size", "Crops per step"), ("--patch", "multiple of 16"),
+                        ("--lr", "Learning rate"), ("--metric", "Distortion in the loss"), ("--out", "metrics.csv")]:
+        line = next(line for line in text.splitlines() if line.strip().startswith(flag))
+        assert words in line, line
+
+
 def test_time_steps_times_the_steps_alone(home, images, tmp_path):
     """The benchmark's step timer: positive wall and CPU seconds, growing with the steps, no run
     directory or checkpoint written; zero steps is refused."""
@@ -105,7 +170,8 @@ def test_resume_is_exact(home, images, tmp_path):
     resumed = train(opts(home, images, run, steps=30, resume=True))
     assert resumed["step"] == 30
     assert resumed["weights"] == straight["weights"]
-    assert [int(x["step"]) for x in rows(run)] == list(range(5, 31, 5))
+    # a row every 5 steps, and one where the first process ended
+    assert [int(x["step"]) for x in rows(run)] == [5, 10, 12, 15, 20, 25, 30]
 
 
 def load_step(home: Path, run: Path) -> int:
@@ -155,13 +221,14 @@ def test_init_fine_tunes_from_checkpoint(home, images, tmp_path):
 
 
 def test_init_refuses_other_shape(home, images, tmp_path):
-    """Another latent width M, or narrower transforms, cannot start from these weights (wider ones
-    can: tests/test_widen.py)."""
+    """Narrower transforms cannot start from these weights, nor (for the factorized model) another
+    latent width M; the error names the --init file (wider ones can: tests/test_widen.py)."""
     (home / "models" / "other-m.toml").write_text(TINY.replace("M = 24", "M = 32"))
     (home / "models" / "narrow.toml").write_text(TINY.replace("N = 16", "N = 8"))
     base = train(opts(home, images, tmp_path / "base", steps=1))
-    for model in ("other-m", "narrow"):
-        with pytest.raises(ModelError, match=r"^--init .*: a tiny checkpoint \(norm gdn, N=16, M=24\) is of another shape"):
+    for model, message in [("narrow", r"a tiny checkpoint \(norm gdn, N=16, M=24\) is of another shape"),
+                           ("other-m", "architecture 'factorized' does not grow along M")]:
+        with pytest.raises(ModelError, match=r"^--init .*: " + message):
             train(opts(home, images, tmp_path / model, model=model, steps=1, init=Path(base["checkpoint"])))
 
 
@@ -240,7 +307,7 @@ def test_ddp_two_gloo_processes_hold_identical_weights(home, images, tmp_path):
 def test_auto_precision_follows_the_cpu():
     import torch
 
-    from imgcodec.train import cpu_has_bf16, resolve_precision
+    from imgcodec.train.device import cpu_has_bf16, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_bf16() else "fp32")
@@ -296,7 +363,7 @@ def test_bf16_training_writes_an_exact_fp32_checkpoint(home, images, tmp_path):
 
 
 def test_several_data_folders_feed_one_stream(home, images, tmp_path):
-    from imgcodec.train import RandomCrops, load_images
+    from imgcodec.train.data import RandomCrops, load_images
 
     other = tmp_path / "other"
     other.mkdir()
@@ -315,7 +382,7 @@ def test_downscaled_crops_are_smoothed_and_deterministic():
     and filtered: one-pixel stripes lose most of their contrast."""
     import torch
 
-    from imgcodec.train import RandomCrops
+    from imgcodec.train.data import RandomCrops
 
     stripes = np.zeros((200, 200, 3), np.uint8)
     stripes[:, ::2] = 255
@@ -371,7 +438,8 @@ def test_average_and_schedule_free_weights_are_what_ships(home, images, tmp_path
     """The checkpoint holds the moving average (or schedule-free's x), not the last iterate."""
     import torch
 
-    from imgcodec.train import inference_model, make_optimizer
+    from imgcodec.train.averaging import inference_model
+    from imgcodec.train.optimizers import make_optimizer
 
     plain = train(opts(home, images, tmp_path / "plain", steps=10, schedule="constant"))
     averaged = train(opts(home, images, tmp_path / "ema", steps=10, schedule="constant", ema=0.5))

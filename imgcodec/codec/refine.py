@@ -3,7 +3,8 @@ r"""Encoder-side refinement: optimize, for one image, the latents the encoder wr
 The analysis transform ``g_a`` is trained to give good latents for all images on average; for one
 given image, better ones exist (the "amortization gap"). ``refine`` starts from the analysis and
 takes ``steps`` Adam steps on the latents the coder codes (``ŷ``; and ``ẑ`` for the hyperprior),
-minimizing the model's own training objective for that image at the chosen quality,
+minimizing the model's own training objective (``rd_loss``: the trainer's too) for that image at
+the chosen quality,
 
 .. math::
     J = \frac{\text{bits}(\hat y, \hat z)}{\text{pixels}} + \lambda \cdot 255^2 \cdot \mathrm{MSE}(x, g_s(\hat y)),
@@ -48,6 +49,21 @@ DEFAULT_LR = 0.01
 TAU_START, TAU_END = 0.5, 0.1  # the soft rounding's temperature, annealed geometrically
 
 
+def rd_loss(bpp: torch.Tensor, x_hat: torch.Tensor, x: torch.Tensor, lmbda: float,
+            metric: str = "mse") -> tuple[torch.Tensor, torch.Tensor]:
+    """The rate–distortion objective the models are trained for and refinement minimizes:
+    ``J = bpp + λ·255²·MSE(x̂, x)``, or ``bpp + λ·(1 − MS-SSIM(x̂, x))`` with ``metric="ms-ssim"``
+    (x̂ clamped to [0, 1] for it); returns ``(J, MSE)``."""
+    mse = torch.mean((x_hat - x) ** 2)
+    if metric == "mse":
+        distortion = lmbda * 255**2 * mse
+    else:
+        from pytorch_msssim import ms_ssim  # deferred: only this metric needs it
+
+        distortion = lmbda * (1 - ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0))
+    return bpp + distortion, mse
+
+
 def refine_latents(model, rgb: np.ndarray, quality=None, steps: int = 50, lr: float = DEFAULT_LR,
                    device: str = "cpu", y=None) -> tuple:
     """The coded latents of an (H, W, 3) uint8 image after ``steps`` steps of refinement: the tuple
@@ -77,7 +93,7 @@ def refine_latents(model, rgb: np.ndarray, quality=None, steps: int = 50, lr: fl
 
         def objective(rd, as_tensor=False):
             bits, x_hat = rd
-            j = bits / (h * w) + lmbda * 255**2 * torch.mean((x_hat[..., :h, :w].clamp(0, 1) - x) ** 2)
+            j, _ = rd_loss(bits / (h * w), x_hat[..., :h, :w].clamp(0, 1), x, lmbda)
             return j if as_tensor else float(j)
 
         latents = [t.clone().requires_grad_(True) for t in start]

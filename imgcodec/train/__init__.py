@@ -1,47 +1,25 @@
-"""Training: the rate-distortion loop, its data pipeline, resumable state and DDP (``loop``).
+"""Training: the rate–distortion loop (``loop``) and its parts.
 
     from imgcodec.train import TrainOptions, train
+
+``options`` (the run's options, checked once; no torch: the command line reads its choices),
+``data`` (crops), ``device`` (precision, threads, seeds), ``optimizers`` and ``averaging`` (what is
+optimized, and the weights that stand for the run), ``state`` (the resumable state file),
+``metrics`` (``metrics.csv``), ``validation``, ``ddp`` (several processes), ``ship`` (the final
+weights, into a store), ``timing`` (the cost of a step, for ``imgcodec bench``).  The names below
+load their module on first use, so that importing the options costs no torch.
 """
 
-from .loop import (
-    METRIC_FIELDS,
-    METRICS_FILE,
-    OPTIMIZERS,
-    PRECISIONS,
-    QUANTIZATIONS,
-    SCHEDULES,
-    STATE_FILE,
-    CropIndices,
-    Plan,
-    RandomCrops,
-    Trainee,
-    TrainOptions,
-    build_trainee,
-    cpu_has_bf16,
-    crop_loader,
-    distributed,
-    finish,
-    inference_model,
-    load_images,
-    load_state,
-    make_optimizer,
-    resolve_plan,
-    resolve_precision,
-    save_state,
-    setup_device,
-    ship_checkpoint,
-    state_step,
-    time_steps,
-    train,
-    train_step,
-    validate,
-    weights_digest,
-)
+from importlib import import_module
 
-__all__ = [
-    "METRIC_FIELDS", "METRICS_FILE", "OPTIMIZERS", "PRECISIONS", "QUANTIZATIONS", "SCHEDULES", "STATE_FILE",
-    "CropIndices", "Plan", "RandomCrops", "Trainee", "TrainOptions", "build_trainee", "cpu_has_bf16", "crop_loader",
-    "distributed", "finish", "inference_model", "load_images", "load_state", "make_optimizer", "resolve_plan",
-    "resolve_precision", "save_state", "setup_device", "ship_checkpoint", "state_step", "time_steps", "train", "train_step",
-    "validate", "weights_digest",
-]
+from .options import TrainOptions
+
+_LAZY = {"train": "loop", "time_steps": "timing", "cpu_has_bf16": "device", "ship_checkpoint": "ship"}
+
+__all__ = ["TrainOptions", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
