@@ -58,6 +58,32 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad_lo: int,
     return out.T.reshape(o, ho, wo)
 
 
+# A 5×5 stride-2 transposed convolution (padding 2, output padding 1) is four 3×3 convolutions, one
+# per output phase (row parity, column parity), whose outputs interleave: output 2i + a reads input
+# i + d through tap PHASE_TAPS[a][d + 1] (None: no tap).
+PHASE_TAPS = ((4, 2, 0), (None, 3, 1))
+
+
+def phase_weights(w: np.ndarray) -> np.ndarray:
+    """The (4·out, in, 3, 3) weights of the phase convolutions of a transposed convolution's
+    (in, out, 5, 5) ``w``; output channel ``4c + 2a + b`` is phase (a, b) of channel ``c``."""
+    cin, cout = w.shape[:2]
+    out = np.zeros((cout, 2, 2, cin, 3, 3), w.dtype)
+    for a in range(2):
+        for b in range(2):
+            for dr, kr in enumerate(PHASE_TAPS[a]):
+                for dc, kc in enumerate(PHASE_TAPS[b]):
+                    if kr is not None and kc is not None:
+                        out[:, a, b, :, dr, dc] = w[:, :, kr, kc].T
+    return out.reshape(cout * 4, cin, 3, 3)
+
+
+def pixel_shuffle(x: np.ndarray) -> np.ndarray:
+    """(4C, H, W) → (C, 2H, 2W), channel ``4c + 2a + b`` to the positions (2i + a, 2j + b)."""
+    c4, h, w = x.shape
+    return x.reshape(c4 // 4, 2, 2, h, w).transpose(0, 3, 1, 4, 2).reshape(c4 // 4, 2 * h, 2 * w)
+
+
 def fixed_point(layer_list, x: np.ndarray) -> np.ndarray:
     """The layers on ``x`` ((C, H, W) float64 integers, ``HS_ACT_BITS`` fraction bits), exactly."""
     x = np.array(x, dtype=np.float64, copy=True)
@@ -73,12 +99,8 @@ def fixed_point(layer_list, x: np.ndarray) -> np.ndarray:
             raise ModelError("the hyper-synthesis weights are out of range: broken weights?")
         limit = math.floor(room / max(reach, 1.0))
         np.clip(x, -limit, limit, out=x)
-        if kind == "deconv":  # stride 2, padding 2, output padding 1: a convolution of the dilated input
-            k = w.shape[-1]
-            c, h, wd = x.shape
-            d = np.zeros((c, 2 * h - 1, 2 * wd - 1), np.float64)
-            d[:, ::2, ::2] = x
-            acc = _conv(d, np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]), b, 1, k - 3, k - 2)
+        if kind == "deconv":  # 5×5, stride 2, padding 2, output padding 1: four phase convolutions
+            acc = pixel_shuffle(_conv(x, phase_weights(w), np.repeat(b, 4), 1, 1, 1))
         else:
             acc = _conv(x, w, b, 1, w.shape[-1] // 2, w.shape[-1] // 2)
         x = np.round(acc * 2.0**-HS_WEIGHT_BITS)
