@@ -21,6 +21,12 @@ Sections (``--sections``, all by default):
   default quality (one thread unless ``--threads``), alternated image by image, as a ratio against
   ``meanscale-gdn``; plain encoding (no refinement).
 * ``train``: training throughput (steps/s and crops/s, fp32 and bf16) at the recipe's patch and batch size.
+* ``runtimes``: the torch and the ONNX runtime (``imgcodec/light``) in one run on the same images:
+  in-process encode and decode seconds of every shipped model at its default quality (alternated,
+  the threads of the run for both), the command line's wall time to encode one image and to refuse
+  a missing input with ``--runtime torch`` and ``--runtime onnx``, and — where
+  ``$IMGCODEC_LIGHT_VENV`` names a virtual environment with the light install (``pip install .``,
+  no torch) — that environment's size and its own ``imgcodec``'s wall times.
 
 Timings are medians; with other work on the machine only the ratios measured in one run mean much.
 Each section imports torch, the codec and its peers inside its own function (deferred on purpose):
@@ -43,7 +49,7 @@ from typing import Callable
 
 import numpy as np
 
-SECTIONS = ("peer", "split", "flops", "techniques", "cli", "scaling", "models", "train")
+SECTIONS = ("peer", "split", "flops", "techniques", "cli", "scaling", "models", "train", "runtimes")
 DEFAULT_SCALING_MP = (0.1, 0.5, 1, 2, 4, 8, 16, 24)
 
 
@@ -773,6 +779,70 @@ def models_section(images, reps: int, warmup: int, log, clock: str = "wall") -> 
     return totals
 
 
+def runtimes_section(images, paths: list[Path], reps: int, warmup: int, log, clock: str = "wall") -> dict:
+    """The torch and the ONNX runtime on the same images: in-process encode and decode of every
+    shipped model (default quality), command-line wall times, the light install's size."""
+    import torch
+
+    from ..codec import api as codec
+    from ..codec.imageio import CanonicalImage
+    from ..light import codec as light
+    from ..light import models as light_models
+    from ..models import store
+
+    light_models.set_threads(torch.get_num_threads())
+    names = sorted(n for n in store.available_configs() if store.shipped_qualities(n))
+    res: dict = {"threads": torch.get_num_threads(), "models": {}}
+    rows = []
+    for n in names:
+        loaded = store.load_shipped(n)
+        lm, q = light.load(None, n, None)
+        total = {"torch encode": 0.0, "onnx encode": 0.0, "torch decode": 0.0, "onnx decode": 0.0}
+        for _, rgb in images:
+            img = CanonicalImage(rgb, None, False)
+            files = {"torch": codec.encode_canonical(img, loaded), "onnx": light.encode_canonical(img, lm, q)}
+            t = _alternate({"torch encode": lambda: codec.encode_canonical(img, loaded),
+                            "onnx encode": lambda: light.encode_canonical(img, lm, q),
+                            "torch decode": lambda: codec.decode(files["onnx"], loaded=loaded),
+                            "onnx decode": lambda: light.decode(files["torch"])}, reps, warmup)
+            for k in total:
+                total[k] += t[k][clock] / len(images)
+        res["models"][n] = total
+        rows.append([n, q, total["torch encode"], total["onnx encode"], total["onnx encode"] / total["torch encode"],
+                     total["torch decode"], total["onnx decode"], total["onnx decode"] / total["torch decode"]])
+    log(_table(["model", "quality", "torch encode s", "onnx encode s", "onnx/torch", "torch decode s",
+                "onnx decode s", "onnx/torch"], rows))
+    if not paths:
+        return res
+    one = paths[0]
+    cli = {}
+    venv = os.environ.get("IMGCODEC_LIGHT_VENV")
+    runs = [("torch", [sys.executable, "-m", "imgcodec.cli"], ["--runtime", "torch"]),
+            ("onnx", [sys.executable, "-m", "imgcodec.cli"], ["--runtime", "onnx"])]
+    if venv:
+        runs.append(("onnx, light install", [str(Path(venv) / "bin" / "imgcodec")], []))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for label, exe, flags in runs:
+            enc = [_run_timed(exe + ["encode", str(one), str(tmp / "one.bin"), "-f", *flags]) for _ in range(max(reps, 2))]
+            dec = [_run_timed(exe + ["decode", str(tmp / "one.bin"), str(tmp / "one.png"), "-f", *flags])
+                   for _ in range(max(reps, 2))]
+            bad = [_run_timed(exe + ["encode", str(tmp / "missing.png"), str(tmp / "x.bin"), *flags], check=False)
+                   for _ in range(max(reps, 2))]
+            cli[label] = {"encode one image s": statistics.median(e[0] for e in enc),
+                          "decode one image s": statistics.median(d[0] for d in dec),
+                          "refuse a missing input s": statistics.median(b[0] for b in bad)}
+    res["cli"] = cli
+    log(_table(["command line (wall s, median)", "encode one image", "decode one image", "refuse a missing input"],
+               [[k, v["encode one image s"], v["decode one image s"], v["refuse a missing input s"]]
+                for k, v in cli.items()]))
+    if venv:
+        size = sum(p.stat().st_size for p in Path(venv).rglob("*") if p.is_file() and not p.is_symlink())
+        res["light_venv_bytes"] = size
+        log(f"light install ({venv}): {size / 2**20:.0f} MiB")
+    return res
+
+
 def train_section(data: Path, model: str | None, steps: int, threads: int | None, log, clock: str = "wall") -> dict:
     """Training steps and crops per second of ``imgcodec.train`` at the recipe's patch and batch,
     in fp32 and in bf16 (autocast, channels-last; emulated where the CPU lacks AMX and
@@ -877,6 +947,9 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
         log("\n## training throughput")
         res["train"] = train_section(Path(opts.train_data) if opts.train_data else folder, model,
                                      opts.train_steps, opts.threads, log, clock)
+    if "runtimes" in opts.sections:
+        log("\n## the torch and the ONNX runtime")
+        res["runtimes"] = runtimes_section(images, paths, opts.reps, opts.warmup, log, clock)
     return res
 
 
