@@ -27,19 +27,21 @@ def _tables(m):
     return m._quantized_cdf.numpy(), m._cdf_length.numpy(), m._offset.numpy()
 
 
+@pytest.mark.parametrize("coder", ["jit", "python"])
 @pytest.mark.parametrize("spread", [0.3, 2, 40, 3000, 200000])
-def test_random_symbols_with_one_table_each_give_compressai_bytes(checkerboard, spread):
+def test_random_symbols_with_one_table_each_give_compressai_bytes(checkerboard, spread, coder):
     gc = checkerboard.gaussian_conditional
     rng = np.random.default_rng(int(spread * 10))
     for n in (3, 17, 1000, 5001):
         indexes = rng.integers(0, gc._quantized_cdf.shape[0], n)
         symbols = np.round(rng.standard_normal(n) * spread).astype(np.int64)
-        data = rans_encode.encode_indexed(symbols, indexes, *_tables(gc))
+        data = rans_encode.encode_indexed(symbols, indexes, *_tables(gc), coder=coder)
         assert data == _compressai_indexed(symbols, indexes, gc)
         assert (rans.decode_indexed(data, rans.cdf_tables(gc), indexes) == symbols).all()
 
 
-def test_per_channel_tables_give_the_entropy_bottleneck_bytes(checkerboard):
+@pytest.mark.parametrize("coder", ["jit", "python"])
+def test_per_channel_tables_give_the_entropy_bottleneck_bytes(checkerboard, coder):
     import torch
 
     eb = checkerboard.entropy_bottleneck
@@ -48,10 +50,11 @@ def test_per_channel_tables_give_the_entropy_bottleneck_bytes(checkerboard):
     for h, w, scale in ((1, 1, 1.0), (3, 5, 4.0), (9, 13, 60.0)):
         y = (rng.standard_normal((1, eb._quantized_cdf.shape[0], h, w)) * scale).astype(np.float32)
         symbols = np.round(y[0] - medians).astype(np.int64)
-        assert rans_encode.encode_channels(symbols, *_tables(eb)) == eb.compress(torch.from_numpy(y))[0]
+        assert rans_encode.encode_channels(symbols, *_tables(eb), coder=coder) == eb.compress(torch.from_numpy(y))[0]
 
 
-def test_real_latents_give_compressai_bytes(checkerboard, sample_path):
+@pytest.mark.parametrize("coder", ["jit", "python"])
+def test_real_latents_give_compressai_bytes(checkerboard, sample_path, coder):
     """The latents of the bundled sample through the default model's coder: ẑ per channel, ŷ's
     anchors with their exact scale indexes."""
     import torch
@@ -65,13 +68,13 @@ def test_real_latents_give_compressai_bytes(checkerboard, sample_path):
         z_payload = m.entropy_bottleneck.compress(z)[0]
         medians = m.entropy_bottleneck._get_medians().detach().numpy().reshape(-1, 1, 1)
         z_symbols = np.round(z[0].numpy() - medians).astype(np.int64)
-        assert rans_encode.encode_channels(z_symbols, *_tables(m.entropy_bottleneck)) == z_payload
+        assert rans_encode.encode_channels(z_symbols, *_tables(m.entropy_bottleneck), coder=coder) == z_payload
         z_hat = rans.decode_latent(m.entropy_bottleneck, z_payload, tuple(z.shape[-2:]))
         a, q0, scales0, *_ = m._quantize(y, z_hat)
         indexes = m.fixed_scale_indexes(scales0[..., a])
         ref = m.gaussian_conditional.compress(q0[..., a], indexes)[0]
     assert rans_encode.encode_indexed(q0[..., a].numpy().astype(np.int64), indexes.numpy(),
-                                      *_tables(m.gaussian_conditional)) == ref
+                                      *_tables(m.gaussian_conditional), coder=coder) == ref
 
 
 def test_refuses_out_of_range_values_and_indexes(checkerboard):

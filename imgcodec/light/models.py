@@ -128,7 +128,7 @@ class LightModel:
     def eb_decode(self, payload: bytes, shape) -> np.ndarray:
         if self._eb_tables is None:
             self._eb_tables = _rans_tables(self.t, "entropy_bottleneck")
-        symbols = rans.decode_symbols(payload, self._eb_tables, shape[0] * shape[1], decoder="jit")
+        symbols = rans.decode_symbols(payload, self._eb_tables, shape[0] * shape[1])
         med = self.medians().reshape(1, -1, 1, 1)
         return symbols.reshape(1, len(self._eb_tables), *shape).astype(np.float32) + med
 
@@ -201,7 +201,7 @@ class LightHyperprior(LightModel):
     def gc_decode(self, payload: bytes, indexes: np.ndarray) -> np.ndarray:
         if self._gc_tables is None:
             self._gc_tables = _rans_tables(self.t, "gaussian_conditional")
-        return rans.decode_indexed(payload, self._gc_tables, indexes, decoder="jit")
+        return rans.decode_indexed(payload, self._gc_tables, indexes)
 
     def coded_latents(self, y, quality=None):
         gain, _ = self.gains(quality)
