@@ -106,4 +106,5 @@ def describe(model: str, quality, runtime: str | None = None, store=None) -> str
         graphs = "graphs verified"
     except CodecError as exc:
         graphs = str(exc)
-    return f"onnx (onnxruntime {onnxruntime.__version__}; {graphs}; numpy fixed point, numba rANS coder)"
+    coder = "numba" if importlib.util.find_spec("numba") is not None else "Python"
+    return f"onnx (onnxruntime {onnxruntime.__version__}; {graphs}; numpy fixed point; rANS coder in {coder})"
