@@ -1,7 +1,9 @@
 """Atomic file output: write a temporary file beside the target, fsync, then rename.
 
 A reader (or a ``kill -9``) never sees a partial file, and an existing file is replaced only when
-the caller asked for it (``force``) and only once the new content is complete.
+the caller asked for it (``force``) and only once the new content is complete.  Without ``force``
+the output's name is taken exclusively (a hard link of the temporary file, which fails where the name
+exists), so two runs writing the same new output cannot replace each other's file.
 
 What ``force`` may replace: never one of the command's input files (``inputs``; the same file
 reached through another name, a symlink or a hard link counts), never a read-only file, never a
@@ -62,7 +64,8 @@ def check_writable(path: Path, force: bool, inputs=()) -> None:
         raise OutputError(f"output folder {parent} is not writable")
 
 
-def _describe(exc: OSError) -> str:
+def describe(exc: OSError) -> str:
+    """The cause of a failed read or write, in a few words (``permission denied``, ``no space left on device`` …)."""
     if exc.errno == errno.ENOSPC:
         return "no space left on device"
     if exc.errno == errno.EFBIG:
@@ -86,7 +89,7 @@ def atomic_open(path: Path, force: bool = False, inputs=()) -> Iterator[BinaryIO
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {_describe(exc)}") from None
+        raise OutputError(f"cannot write {path}: {describe(exc)}") from None
     f = os.fdopen(fd, "wb")
     try:
         yield _Guarded(f, path)
@@ -94,19 +97,43 @@ def atomic_open(path: Path, force: bool = False, inputs=()) -> Iterator[BinaryIO
             f.flush()
             os.fsync(f.fileno())
             f.close()
-            if target.exists() and not force:  # appeared while we worked: never clobber it
-                raise OutputError(f"output {path} exists (use --force to overwrite)")
-            mode = (os.stat(target).st_mode & 0o7777) if target.exists() else (0o666 & ~_UMASK)
-            os.chmod(tmp, mode)  # mkstemp makes 0600; outputs get the usual (or the replaced file's) mode
-            os.replace(tmp, target)
+            if force:
+                mode = (os.stat(target).st_mode & 0o7777) if target.exists() else (0o666 & ~_UMASK)
+                os.chmod(tmp, mode)  # mkstemp makes 0600; outputs get the usual (or the replaced file's) mode
+                os.replace(tmp, target)
+            else:
+                os.chmod(tmp, 0o666 & ~_UMASK)
+                _publish_new(tmp, target, path)
         except OSError as exc:
-            raise OutputError(f"cannot write {path}: {_describe(exc)}") from None
+            raise OutputError(f"cannot write {path}: {describe(exc)}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             f.close()
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _publish_new(tmp: str, target: Path, path: Path) -> None:
+    """Give the complete temporary file the name ``target``, which must not exist: a hard link
+    fails if the name was taken meanwhile (by another run, or a user), so nothing is clobbered even
+    by a writer that checked at the same moment. Where the file system has no hard links, the name
+    is claimed by creating it exclusively (``O_EXCL``) and then replaced."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise OutputError(f"output {path} exists (use --force to overwrite)") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise OutputError(f"output {path} exists (use --force to overwrite)") from None
+        os.replace(tmp, target)
+        return
+    with contextlib.suppress(OSError):  # the output is complete: a leftover temporary file is harmless
+        os.unlink(tmp)
 
 
 class _Guarded:
@@ -119,7 +146,7 @@ class _Guarded:
         try:
             return self._f.write(data)
         except OSError as exc:
-            raise OutputError(f"cannot write {self._path}: {_describe(exc)}") from None
+            raise OutputError(f"cannot write {self._path}: {describe(exc)}") from None
 
     def __getattr__(self, name):
         return getattr(self._f, name)
@@ -134,4 +161,4 @@ def write_atomic(path: Path, writer: Callable[[BinaryIO], None], force: bool = F
         with atomic_open(path, force, inputs) as f:
             writer(f)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {_describe(exc)}") from None
+        raise OutputError(f"cannot write {path}: {describe(exc)}") from None

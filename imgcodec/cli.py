@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from .errors import CodecError, InputError, OutputError
+from .models.store import DEFAULT_MODEL
 from .train.options import Metric, Optimizer, Precision, Quantization, Schedule, TrainOptions
 
 
@@ -26,6 +27,15 @@ def _check_device(device: str) -> str:
         if not torch.cuda.is_available():
             raise CodecError("--device cuda: no CUDA device is available")
     return device
+
+
+def _model_name(ctx, param, value):
+    """``--model``: a registered model's name; an empty one is an error, not the default."""
+    if value is not None:
+        from .models import store
+
+        store.load_config(value)  # unknown or empty: one line, before any work
+    return value
 
 
 STREAM = "-"  # standard input as an input, standard output as an output
@@ -68,9 +78,46 @@ def _write_stdout(data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     except OSError as exc:
-        from .atomic import _describe
+        from .atomic import describe
 
-        raise OutputError(f"cannot write to standard output: {_describe(exc)}") from None
+        raise OutputError(f"cannot write to standard output: {describe(exc)}") from None
+
+
+class _StepBar:
+    """A progress bar (tqdm, on standard error) of the steps of each refinement: a new bar for each
+    image the refinement starts on (``--target-size`` refines every quality it tries)."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, step: int, steps: int) -> None:
+        from tqdm import tqdm
+
+        if step == 1:
+            self.close()
+            self.bar = tqdm(total=steps, desc="refine", unit="step", leave=False, file=sys.stderr)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _refine_progress(steps: int):
+    """A block whose refinements show their steps on standard error, when it is a terminal."""
+    import contextlib
+
+    if not steps or not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from .codec import refine  # deferred: torch, which the refinement has loaded by then anyway
+
+    bar = _StepBar()
+    stack = contextlib.ExitStack()
+    stack.callback(bar.close)
+    stack.enter_context(refine.reporting(bar))
+    return stack
 
 
 def _run_batch(pairs, work, label: str) -> None:
@@ -108,10 +155,12 @@ def cli() -> None:
               help="Quality level (default: the model's default); fractional (e.g. 3.4) for continuous-rate models.")
 @click.option("--target-size", help="Instead of -q: the highest quality whose file fits in this size (e.g. 100KB, 1.5MB).")
 @click.option("--target-bpp", type=float, help="Instead of -q: the highest quality whose file fits in this many bits per pixel.")
-@click.option("--model", default=None, help="Model name (see `imgcodec models`).")
+@click.option("--model", default=None, callback=_model_name,
+              help=f"Model name (default: {DEFAULT_MODEL}; `imgcodec models` lists them).")
 @click.option("--refine", type=click.IntRange(min=0), default=0, show_default=True, metavar="STEPS",
               help="Optimize the latents for this image for STEPS steps: a smaller file at the same quality, "
-                   "a slower encode (about 0.4 s per step per Kodak image on one core); decoding is unchanged.")
+                   "a slower encode (each step a pass of the model forward and back: seconds per step for a "
+                   "photo; the steps are counted on a terminal); decoding is unchanged.")
 @click.option("--metadata", type=click.Choice(["all", "icc", "none"]), default="all", show_default=True,
               help="What the file keeps of the image's metadata: all (ICC profile, EXIF, XMP), icc, none.")
 @click.option("--to-srgb", is_flag=True, help="Convert the pixels of a colour-managed image to sRGB (no profile kept).")
@@ -141,7 +190,7 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
         targets["target_bpp"] = target_bpp
     pairs = _outputs(inputs, output_dir, ".bin", "output")
     # Everything that can be checked without torch is, before it loads: the model, the quality.
-    config = store.load_config(model or store.DEFAULT_MODEL)
+    config = store.load_config(store.DEFAULT_MODEL if model is None else model)
     if quality is not None:
         config.normalize_quality(quality)
 
@@ -151,8 +200,9 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
             check_writable(dst, force, inputs=[src])
         from .light import dispatch as codec  # torch or ONNX Runtime loads here, once the input is known to be good
 
-        data = codec.encode(img, quality=quality, model=model, device=_check_device(device), refine=refine,
-                            runtime=runtime, **targets)
+        with _refine_progress(refine):
+            data = codec.encode(img, quality=quality, model=model, device=_check_device(device), refine=refine,
+                                runtime=runtime, **targets)
         if _is_stream(dst):
             _write_stdout(data)
         else:
@@ -179,7 +229,7 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
 def decode(inputs, output_dir, fmt, device, force, no_size_cap, runtime=None):
     """Decompress: `decode IN.bin OUT.png` (format from the extension), or `decode A.bin -o DIR` (`-`: stdin / stdout)."""
     from .atomic import check_writable, write_bytes_atomic
-    from .codec.imageio import image_bytes, output_format, read_input_bytes
+    from .codec.imageio import image_bytes, open_input, output_format
     from .format import bitstream
     from .models import store
 
@@ -188,7 +238,11 @@ def decode(inputs, output_dir, fmt, device, force, no_size_cap, runtime=None):
 
     def work(src: Path, dst: Path) -> None:
         image_format = fmt.upper() if _is_stream(dst) else output_format(dst)
-        data = _read_stdin() if _is_stream(src) else read_input_bytes(src)
+        if _is_stream(src):
+            data = _read_stdin()
+        else:
+            with open_input(src) as f:
+                data = bitstream.read_bytes(f, max_pixels=cap)  # a lying header is refused before the payload is read
         header = bitstream.unpack(data, max_pixels=cap).header  # a bad file is refused before torch loads
         try:
             store.load_config(header.model)
@@ -199,7 +253,10 @@ def decode(inputs, output_dir, fmt, device, force, no_size_cap, runtime=None):
         from .light import dispatch as codec  # torch or ONNX Runtime loads here
 
         img = codec.decode(data, device=_check_device(device), max_pixels=cap, runtime=runtime)
-        out = image_bytes(img, fmt=image_format)
+        notes: list[str] = []
+        out = image_bytes(img, fmt=image_format, notes=notes)
+        for note in notes:
+            click.echo(f"imgcodec: note: {dst}: {note}", err=True)
         if _is_stream(dst):
             _write_stdout(out)
         else:
@@ -213,11 +270,15 @@ def decode(inputs, output_dir, fmt, device, force, no_size_cap, runtime=None):
 @click.option("-v", "--verbose", is_flag=True, help="Also the runtime that decodes here (torch or onnx).")
 def info(files, verbose=False):
     """Show the header of imgcodec files: model, weights, quality, size, mode, bytes, bpp."""
-    from .codec.imageio import read_input_bytes
-    from .format.bitstream import unpack
+    import io
+
+    from .codec.imageio import open_input
+    from .format.bitstream import read_layout
 
     for name in files:
-        s = unpack(_read_stdin() if name == STREAM else read_input_bytes(name), max_pixels=None)
+        # the header and the part lengths only, then the CRC32 in blocks: memory stays bounded
+        with io.BytesIO(_read_stdin()) if name == STREAM else open_input(name) as f:
+            s = read_layout(f, max_pixels=None)
         h = s.header
         click.echo(f"{name}:")
         click.echo(f"  model     {h.model}")
@@ -225,7 +286,7 @@ def info(files, verbose=False):
         click.echo(f"  quality   {h.quality}")
         click.echo(f"  size      {h.width}x{h.height}")
         click.echo(f"  mode      {h.mode}")
-        click.echo(f"  parts     {', '.join(str(len(p)) for p in s.parts)} bytes")
+        click.echo(f"  parts     {', '.join(map(str, s.lengths))} bytes")
         click.echo(f"  metadata  {', '.join(h.metadata_names) or 'none'}")
         click.echo(f"  bytes     {s.size}")
         click.echo(f"  bpp       {s.bpp:.4f}")
@@ -237,19 +298,25 @@ def info(files, verbose=False):
 
 @cli.command()
 def models():
-    """List the models, their qualities (λ) and which have shipped weights."""
+    """List the models, their qualities (λ) and which have shipped weights; the default is marked."""
     from .models import store
 
-    for name, cfg in store.available_configs().items():
-        shipped = set(store.shipped_qualities(name))
-        hyper = "" if cfg.hyper_N is None else f", hyper_N={cfg.hyper_N}"
-        click.echo(f"{name}: {cfg.description} (norm {cfg.norm}, N={cfg.N}, M={cfg.M}{hyper}, "
+    home = store.default_store()
+    for name, cfg in home.configs().items():
+        shipped = set(home.shipped_qualities(name))
+        weights = home.shipped_config(name) or cfg  # a study's weights may be narrower than the config
+        hyper = "" if weights.hyper_N is None else f", hyper_N={weights.hyper_N}"
+        widths = f"N={weights.N}, M={weights.M}{hyper}"
+        if (weights.N, weights.M, weights.hyper_N) != (cfg.N, cfg.M, cfg.hyper_N):
+            widths += f" as shipped (N={cfg.N}, M={cfg.M} in its config)"
+        default = " [default model]" if name == store.DEFAULT_MODEL else ""
+        click.echo(f"{name}{default}: {cfg.description} (norm {cfg.norm}, {widths}, "
                    f"default quality {cfg.default_quality})")
         if cfg.continuous:
             click.echo(f"  continuous quality {cfg.qualities.start}..{cfg.qualities.stop - 1} (hundredths), one set of weights")
         for q in cfg.qualities:
             # a continuous-rate model's one checkpoint is listed under EVERY_QUALITY, not under q
-            entry = store.manifest_entry(name, store.EVERY_QUALITY if cfg.continuous else q) if q in shipped else None
+            entry = home.manifest_entry(name, store.EVERY_QUALITY if cfg.continuous else q) if q in shipped else None
             mark = "not trained" if entry is None else "shipped" + (f" ({entry['study']})" if entry.get("study") else "")
             click.echo(f"  q{q}  lambda={cfg.lmbda(q):<7g} {mark}")
 
@@ -318,7 +385,8 @@ def _comma_list(values: tuple[str, ...]) -> list[str]:
 
 
 @cli.command("eval")
-@click.option("--model", help="Evaluate the shipped weights of this model (see `imgcodec models`).")
+@click.option("--model", callback=_model_name,
+              help="Evaluate the shipped weights of this model (see `imgcodec models`).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Evaluate this checkpoint file instead (e.g. a run's final.safetensors).")
 @click.option("-q", "--quality", "qualities", multiple=True,
@@ -445,7 +513,7 @@ def report(**kw):
     from .eval import report as rp
 
     kw["device"] = _check_device(kw["device"])
-    for line in rp.run(**kw):
+    for line in rp.run(**kw, log=lambda line: click.echo(f"imgcodec: {line}", err=True)):
         click.echo(line)
 
 
@@ -577,7 +645,7 @@ def bench(qualities, sections, scaling_mp, json_out, compile_, **kw):
 @click.option("--png", type=click.Path(dir_okay=False), help="Also write a grid of zoomed crops to this PNG.")
 @click.option("--zoom", type=click.IntRange(1, 16), default=2, show_default=True, help="Enlargement of the PNG's crops.")
 @click.option("--codecs", default="jpeg,webp,avif", show_default=True, help="Classical codecs beside imgcodec.")
-@click.option("--model", help="imgcodec model (default: factorized-gdn).")
+@click.option("--model", callback=_model_name, help=f"imgcodec model (default: {DEFAULT_MODEL}).")
 @click.option("--refine", type=click.IntRange(min=0), default=0, show_default=True, metavar="STEPS",
               help="Encode imgcodec with STEPS steps of encoder-side refinement (as `encode --refine`).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -594,9 +662,11 @@ def compare_images(photos, size, bpp, output, png, zoom, codecs, model, refine, 
             size = parse_size(size)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--size") from None
-    for line in visual.run(photos, Path(output), size=size, bpp=bpp, png=Path(png) if png else None, force=force,
+    with _refine_progress(refine):
+        lines = visual.run(photos, Path(output), size=size, bpp=bpp, png=Path(png) if png else None, force=force,
                            zoom=zoom, codecs=_comma_list((codecs,)), model=model, refine=refine,
-                           device=_check_device(device)):
+                           device=_check_device(device))
+    for line in lines:
         click.echo(line)
 
 
@@ -623,9 +693,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("imgcodec: interrupted", err=True)
         sys.exit(130)
     except OSError as exc:  # the system refused something (a full disk, a closed pipe): one line, not a bug
-        from .atomic import _describe
+        from .atomic import describe
 
-        click.echo(f"imgcodec: error: {_describe(exc)}" + (f": {exc.filename}" if exc.filename else ""), err=True)
+        click.echo(f"imgcodec: error: {describe(exc)}" + (f": {exc.filename}" if exc.filename else ""), err=True)
         sys.exit(1)
     except MemoryError:
         click.echo("imgcodec: error: out of memory", err=True)

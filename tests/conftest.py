@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,17 @@ def natural_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     ], axis=-1)
     base += rng.normal(0, 4, size=base.shape)
     return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def peak_python_bytes(work) -> int:
+    """The peak of the Python allocations (``tracemalloc``) while ``work()`` runs: what a file read
+    whole into memory would show, deterministically and without a limit on the process."""
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def run_main(capsys, *args):

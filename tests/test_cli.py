@@ -157,7 +157,7 @@ def test_decode_bad_input(capsys, tmp_path, photo, case):
     out = tmp_path / "out.png"
     code, _, err = run(capsys, "decode", src, out)
     pattern = {"missing": "no such file", "empty": "not an imgcodec file", "foreign": "not an imgcodec file",
-               "truncated": "CRC32", "crc": "CRC32"}[case]
+               "truncated": "truncated file", "crc": "CRC32"}[case]  # a cut file is found by its length first
     assert_one_line_error(code, err, pattern)
     assert not out.exists()
 
@@ -185,3 +185,20 @@ def test_real_entry_point_subprocess(tmp_path, photo):
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0 and "out of range" in r.stderr
     assert not (tmp_path / "o.bin").exists()
+
+
+def test_the_readme_set_up_leaves_no_untracked_files():
+    """What the README's set-up command writes into the checkout (sample.bin, sample-decoded.png)
+    is ignored by git, so the checkout stays clean."""
+    import shutil
+    import subprocess
+
+    from conftest import ROOT
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs git and a git checkout")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    written = ["sample.bin", "sample-decoded.png"]
+    assert all(f" {name} " in readme for name in written)  # the names the set-up command writes
+    r = subprocess.run(["git", "check-ignore", *written], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == written, r.stderr

@@ -117,3 +117,25 @@ def test_format_doc_quotes_the_parser_constants():
         assert f"`{version}`" in doc
     if hasattr(bitstream, "MAX_LATENT_PARTS"):
         assert f"`K` = 1 … {bitstream.MAX_LATENT_PARTS}" in doc
+
+
+@pytest.mark.parametrize("failure", [MemoryError("Unable to allocate 192. MiB for an array"),
+                                     RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                                                  "allocate 201326592 bytes")], ids=["numpy", "torch"])
+def test_out_of_memory_is_not_reported_as_corruption(monkeypatch, capsys, tmp_path, small_files, failure):
+    """An allocation that fails while a sound file decodes is a ``MemoryError`` (the command line:
+    'out of memory'), never 'corrupt payload': the file is not damaged, and a fuzzer must see it."""
+    from imgcodec.codec import tiling
+
+    from conftest import run_main
+
+    def synthesis(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(tiling, "synthesis", synthesis)
+    with pytest.raises(MemoryError):
+        imgcodec.decode(small_files["rgb16"])
+    (tmp_path / "a.bin").write_bytes(small_files["rgb16"])
+    code, _, err = run_main(capsys, "decode", tmp_path / "a.bin", tmp_path / "a.png")
+    assert (code, err) == (1, "imgcodec: error: out of memory\n")
+    assert not (tmp_path / "a.png").exists()

@@ -6,8 +6,9 @@ hidden temporary ``.NAME.XXXXXXXX.tmp`` beside an output (SIGKILL runs no clean-
 an output's name and a rerun succeeds beside it (docs/reliability.md).
 
 Two kinds of kill: at timed moments of a real run, and at the exact critical points — just before
-and just after the rename that publishes an output — by a wrapper that replaces ``os.replace`` with
-a SIGKILL of its own process and then runs the real CLI.
+and just after the rename (``-f``) or the hard link (a new output) that publishes an output — by a
+wrapper that turns ``os.replace`` and ``os.link`` into a SIGKILL of its own process and then runs
+the real CLI.
 """
 
 from __future__ import annotations
@@ -27,19 +28,22 @@ from conftest import ROOT, natural_image
 SENTINEL = b"the user's precious old file\n"
 TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
 
-# Runs the real CLI with os.replace patched: SIGKILL on call number N, before or after renaming.
+# Runs the real CLI with the calls that publish an output patched (os.replace, which replaces a file
+# with -f, and os.link, which takes a new output's name): SIGKILL on call number N, before or after.
 WRAPPER = r"""
 import os, runpy, signal, sys
 when, n = sys.argv[1], int(sys.argv[2])
-real, calls = os.replace, [0]
-def replace(src, dst):
-    calls[0] += 1
-    if calls[0] == n and when == "before":
-        os.kill(os.getpid(), signal.SIGKILL)
-    real(src, dst)
-    if calls[0] == n and when == "after":
-        os.kill(os.getpid(), signal.SIGKILL)
-os.replace = replace
+calls = [0]
+def killing(real):
+    def publish(src, dst):
+        calls[0] += 1
+        if calls[0] == n and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(src, dst)
+        if calls[0] == n and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+    return publish
+os.replace, os.link = killing(os.replace), killing(os.link)
 sys.argv = ["imgcodec"] + sys.argv[3:]
 runpy.run_module("imgcodec.cli", run_name="__main__")
 """
@@ -154,7 +158,8 @@ def test_kill_in_the_middle_of_a_batch(work, tmp_path):
     _killed_at("after", 1, "decode", *bins, "-o", str(decoded))
     assert (decoded / "img0.png").read_bytes() == (src / "ref" / "img0.png").read_bytes()
     assert not (decoded / "img1.png").exists() and not (decoded / "img2.png").exists()
-    assert _leftovers(decoded, {"img0.png"}) == []
+    # killed between the link and the removal of the temporary name: at most that hidden name is left
+    assert [TEMP.match(t)["name"] for t in _leftovers(decoded, {"img0.png"})] in ([], ["img0.png"])
 
 
 def test_kill_during_decode_never_touches_an_existing_file(work, tmp_path):

@@ -141,3 +141,47 @@ def test_corrupt_metadata_is_a_bitstream_error():
     bomb = bitstream.pack(s.header, parts[:-1] + [__import__("zlib").compress(bytes(bitstream.MAX_METADATA_BYTES + 10))])
     with pytest.raises(imgcodec.BitstreamError, match="corrupt icc metadata"):
         imgcodec.decode(bomb)
+
+
+def test_large_xmp_and_icc_in_a_png_output_read_back(capsys, tmp_path):
+    """Pillow inflates at most 1 MiB of a PNG text or profile chunk: a 2 MB XMP goes into a decoded
+    PNG uncompressed, so Pillow and ``imgcodec encode`` read the PNG back; a 4 MB ICC profile, which
+    a PNG must compress, is refused for .png in one line (no file) and kept by .tiff."""
+    xmp = XMP[:-len(b"</x:xmpmeta>")] + b"<!--" + b"a" * (2 << 20) + b"--></x:xmpmeta>"
+    img = Image.fromarray(natural_image(16, 24, seed=4))
+    img.info["xmp"] = xmp
+    (tmp_path / "x.bin").write_bytes(imgcodec.encode(img, model="factorized-gdn"))
+    assert run(capsys, "decode", tmp_path / "x.bin", tmp_path / "x.png")[0] == 0
+    with Image.open(tmp_path / "x.png") as back:
+        back.load()
+        assert back.info["xmp"] == xmp
+    assert run(capsys, "encode", tmp_path / "x.png", tmp_path / "again.bin")[0] == 0
+    assert imgcodec.decode(tmp_path / "again.bin").info["xmp"] == xmp
+
+    icc = swapped_profile() + bytes(4 << 20)  # an RGB profile of 4 MB, kept as it is
+    img = Image.fromarray(natural_image(16, 24, seed=4))
+    img.info["icc_profile"] = icc
+    (tmp_path / "i.bin").write_bytes(imgcodec.encode(img, model="factorized-gdn"))
+    code, _, err = run(capsys, "decode", tmp_path / "i.bin", tmp_path / "i.png")
+    assert code == 1 and err.count("\n") == 1 and "ICC profile of" in err and ".tiff" in err, err
+    assert not (tmp_path / "i.png").exists()
+    assert run(capsys, "decode", tmp_path / "i.bin", tmp_path / "i.tif")[0] == 0
+    with Image.open(tmp_path / "i.tif") as back:
+        assert back.info["icc_profile"] == icc
+
+
+def test_a_malformed_exif_block_is_left_out_of_a_tiff(capsys, tmp_path):
+    """TIFF parses EXIF into its own tags and cannot hold a malformed block: the TIFF is written
+    without it and a note says so; a PNG keeps the block as it is."""
+    src = tmp_path / "b.jpg"
+    exif = b"Exif\0\0" + b"\0" * 16
+    Image.new("RGB", (16, 16)).save(src, exif=exif)
+    assert run(capsys, "encode", src, tmp_path / "b.bin")[0] == 0
+    code, _, err = run(capsys, "decode", tmp_path / "b.bin", tmp_path / "b.tif")
+    assert code == 0 and err.count("\n") == 1 and err.startswith(f"imgcodec: note: {tmp_path / 'b.tif'}: ")
+    assert "EXIF block is malformed" in err and "left out" in err
+    with Image.open(tmp_path / "b.tif") as back:
+        back.load()
+        assert back.size == (16, 16) and "exif" not in back.info
+    assert run(capsys, "decode", tmp_path / "b.bin", tmp_path / "b.png")[0] == 0
+    assert Image.open(tmp_path / "b.png").info["exif"] == exif

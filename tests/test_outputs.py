@@ -163,3 +163,42 @@ def test_batch_reports_every_failure_after_the_bar(capsys, tmp_path, photo):
 def test_dash_only_for_a_single_file(capsys, tmp_path, photo):
     code, _, err = run(capsys, "encode", "-", photo, "-o", tmp_path / "o")
     assert code == 2 and "single file" in err
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-link", "no-hard-links"])
+def test_no_clobber_holds_against_a_writer_at_the_same_moment(monkeypatch, capsys, tmp_path, photo, links):
+    """Without -f, an output that another run creates between our check and our publication is
+    never replaced: the name is taken exclusively (a hard link of the complete temporary file, or,
+    on a file system without hard links, an O_EXCL create) instead of checked and then renamed over.
+    The other writer is simulated at the last moment: inside the call that publishes."""
+    import errno
+
+    from imgcodec import atomic
+
+    out = tmp_path / "o.bin"
+    theirs = b"the other run's file\n"
+    real_link, real_replace = os.link, os.replace
+    race = [True]
+
+    def publishing(real):
+        def publish(src, dst):
+            if race[0] and os.fspath(dst) == os.fspath(out) and not out.exists():
+                out.write_bytes(theirs)  # the other run wins the race by a hair
+            if real is real_link and not links:
+                raise OSError(errno.EPERM, "Operation not permitted")
+            return real(src, dst)
+        return publish
+
+    monkeypatch.setattr(atomic.os, "link", publishing(real_link))
+    monkeypatch.setattr(atomic.os, "replace", publishing(real_replace))
+    code, _, err = run(capsys, "encode", photo, out)
+    one_line(code, err, f"output {out} exists (use --force to overwrite)")
+    assert out.read_bytes() == theirs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.bin", "photo.png"]  # no temporary file left
+    out.unlink()
+    race[0] = False
+    assert run(capsys, "encode", photo, out)[0] == 0  # nobody racing: published, by either way
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.read_bytes() == imgcodec.encode(photo) and out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.bin", "photo.png"]

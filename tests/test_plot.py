@@ -10,7 +10,7 @@ from PIL import Image
 from test_evaluate import run_main
 
 from imgcodec import CodecError
-from imgcodec.eval.plot import plot, render
+from imgcodec.eval.plot import figure, plot, render
 from imgcodec.eval.results import Curve, Results, ResultsError, load_curves
 
 from conftest import ROOT, run_cli
@@ -45,6 +45,23 @@ def test_render_is_a_png_of_the_requested_size(files):
     with Image.open(io.BytesIO(data)) as im:
         assert im.size == (1320, 720)
     assert render(curves, "ms-ssim")[:8] == PNG_MAGIC  # anchors without MS-SSIM are left out
+
+
+def test_the_legend_names_only_the_styles_drawn(files):
+    """'dashed: published' only where a dashed (published) curve is drawn, and it is dashed."""
+
+    def legend(curves):
+        ax = figure(curves).axes[0]
+        return ax.get_legend().get_title().get_text(), {line.get_label(): line.get_linestyle() for line in ax.lines}
+
+    measured = [c for f in files[:2] for c in load_curves(f)]
+    title, styles = legend(measured)
+    assert title == "solid: measured here" and set(styles.values()) == {"-"}
+    published = load_curves(ANCHORS)
+    title, styles = legend(measured + published)
+    assert title == "solid: measured here\ndashed: published"
+    assert {styles[c.name] for c in published} == {"--"}
+    assert legend(published)[0] == "dashed: published"
 
 
 def test_plot_writes_atomically_and_refuses_to_clobber(tmp_path, files):

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from imgcodec import InputError
+from imgcodec.eval import baselines as bl
 from imgcodec.eval import report as rp
 from imgcodec.eval.results import load
 
@@ -45,12 +46,18 @@ def test_report_on_a_reduced_set(data, tmp_path):
     results, docs = tmp_path / "results", tmp_path / "docs"
     kw = dict(data=str(data), limit=2, codecs=("jpeg", "webp"), results_dir=str(results), docs_dir=str(docs),
               readme=str(readme), anchors=str(ROOT / "results" / "anchors" / "kodak.json"))
-    lines = rp.run(**kw)
+    told = []
+    lines = rp.run(**kw, log=told.append)
+    # each measurement is announced as it starts (the command line prints these on standard error)
+    assert told[:2] == [f"measuring {name} on 2 images of kodak ({len(bl.get(name).qualities)} qualities)"
+                        for name in ("jpeg", "webp")]
     assert f"wrote {results / 'jpeg.json'}" in lines and f"wrote {docs / 'kodak-rd.png'}" in lines
     assert (docs / "kodak-rd.png").read_bytes()[:4] == b"\x89PNG"
     md = (docs / "results.md").read_text()
     assert "| curve | points | BD-rate vs jpeg |" in md and "![rate–distortion](kodak-rd.png)" in md
-    assert "imgcodec report --data KODAK_DIR --limit 2 --codec jpeg --codec webp" in md
+    # a partial report regenerates only with the folders --limit requires
+    assert f"imgcodec report --data KODAK_DIR --limit 2 --results-dir {results} --docs-dir {docs} --codec jpeg " \
+        "--codec webp" in md
     product = {e["model"] for e in store.read_manifest() if not e.get("study")}
     for name in product:
         res = load(results / f"{name}.json")
@@ -59,7 +66,9 @@ def test_report_on_a_reduced_set(data, tmp_path):
     assert "old table" not in text and "## After" in text and text.startswith("# Project")
     assert "![rate–distortion on kodak](docs/kodak-rd.png)" in text and "BD-rate vs jpeg" in text
     # A second run measures the baselines again only if something changed: here nothing did.
-    lines = rp.run(**kw)
+    told.clear()
+    lines = rp.run(**kw, log=told.append)
+    assert not any(t.startswith(("measuring jpeg", "measuring webp")) for t in told)
     assert f"reused {results / 'jpeg.json'} (same images and settings)" in lines
     # a study's weights (the ablation's variants) are the study's to report, not the README's
     assert sorted(p.stem for p in results.glob("factorized-*.json")) == sorted(n for n in product if n.startswith("factorized-"))

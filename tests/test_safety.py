@@ -101,6 +101,17 @@ def _default_entry(home: Path) -> dict:
     return entry
 
 
+def _vouch_for(home: Path, file: str) -> None:
+    """Rewrite the manifest of ``home`` so that its hash of ``file`` matches the file as it is now."""
+    manifest = home / "checkpoints" / store.MANIFEST_NAME
+    doc = json.loads(manifest.read_text())
+    for e in doc["checkpoints"]:
+        if e["file"] == file:
+            e["sha256"] = hashlib.sha256((home / "checkpoints" / file).read_bytes()).hexdigest()
+    manifest.write_text(json.dumps(doc))
+    store.load_shipped.cache_clear()
+
+
 def test_tampered_shipped_checkpoint_is_refused(home):
     entry = _default_entry(home)
     path = home / "checkpoints" / entry["file"]
@@ -119,13 +130,7 @@ def test_pickle_swapped_in_for_a_shipped_checkpoint_is_refused(home):
     with pytest.raises(ModelError, match="does not match its manifest sha256"):
         store.Store.at(home).load_shipped(MODEL, entry["quality"])
     # The attacker rewrites the manifest too: the hash now matches, the parser still refuses.
-    manifest = home / "checkpoints" / store.MANIFEST_NAME
-    doc = json.loads(manifest.read_text())
-    for e in doc["checkpoints"]:
-        if e["file"] == entry["file"]:
-            e["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    manifest.write_text(json.dumps(doc))
-    store.load_shipped.cache_clear()
+    _vouch_for(home, entry["file"])
     with pytest.raises(ModelError, match="not a safetensors checkpoint"):
         store.Store.at(home).load_shipped(MODEL, entry["quality"])
     assert not marker.exists()
@@ -137,6 +142,63 @@ def test_pickle_swapped_in_for_a_shipped_checkpoint_is_refused(home):
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (home / "out.bin").exists()
     assert not marker.exists()
+
+
+def _tampered(home: Path, model: str, quality: int, change) -> Path:
+    """The checkpoint of (model, quality) in ``home`` rewritten with ``change(tensors)`` applied and its
+    manifest hash updated to match: what someone who can write the store can do."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    entry = store.Store.at(home).manifest_entry(model, quality)
+    path = home / "checkpoints" / entry["file"]
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(path)
+    change(tensors)
+    path.write_bytes(save(tensors, metadata=meta))
+    _vouch_for(home, entry["file"])
+    return path
+
+
+def _set(key: str, index, value):
+    return lambda tensors: tensors[key].__setitem__(index, value)
+
+
+UNTRUSTED = {  # name: (model, manifest quality, change, what the refusal says)
+    "zeroed-cdf": ("factorized-gdn", 4, lambda t: t["entropy_bottleneck._quantized_cdf"].zero_(),
+                   "the entropy tables entropy_bottleneck: a table does not rise strictly from 0 to 65536"),
+    "huge-cdf-length": ("factorized-gdn", 4, _set("entropy_bottleneck._cdf_length", 0, 2**30),
+                        "the entropy tables entropy_bottleneck: a table length outside 3"),
+    "huge-offset": ("factorized-gdn", 4, _set("entropy_bottleneck._offset", 0, -2**30),
+                    "the entropy tables entropy_bottleneck: an offset beyond"),
+    "nan-g_s": ("factorized-gdn", 4, _set("g_s.0.weight", (0, 0, 0, 0), float("nan")),
+                "g_s.0.weight holds NaN or infinite values"),
+    "gaussian-cdf": ("hyperprior-gdn", 0, _set("gaussian_conditional._quantized_cdf", (0, 1), 0),
+                     "the entropy tables gaussian_conditional: a table does not rise strictly"),
+    "scale-table": ("hyperprior-gdn", 0, _set("gaussian_conditional.scale_table", 0, -1.0),
+                    "gaussian_conditional.scale_table holds a scale that is not positive"),
+}
+
+
+@pytest.mark.parametrize("case", UNTRUSTED)
+def test_untrusted_entropy_tables_and_weights_are_refused_at_load(home, case):
+    """Weights whose hash the manifest vouches for are still checked when they load: entropy tables
+    the coder would choke on (a zero frequency killed `imgcodec encode` with SIGFPE; a table length
+    past its row wrote files the decoder refused) and NaN weights (which "decoded" to a black image)
+    are a one-line ``ModelError`` naming the checkpoint."""
+    model, quality, change, says = UNTRUSTED[case]
+    path = _tampered(home, model, quality, change)
+    with pytest.raises(ModelError) as info:
+        store.Store.at(home).load_shipped(model, None)
+    assert str(info.value).startswith(f"checkpoint {path.name}: ") and says in str(info.value)
+    assert "\n" not in str(info.value)
+    if case == "zeroed-cdf":  # end to end, in a process of its own (the SIGFPE would kill this one)
+        src = home / "in.png"
+        Image.fromarray(natural_image(16, 16)).save(src)
+        r = run_cli("encode", str(src), str(home / "out.bin"), "--model", model, env={"IMGCODEC_HOME": str(home)})
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and path.name in r.stderr, r.stderr
+        assert not (home / "out.bin").exists()
 
 
 def test_the_package_never_unpickles():

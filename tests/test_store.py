@@ -4,10 +4,14 @@ from it alone, the installation's store untouched."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import imgcodec
 from imgcodec.errors import ModelError
@@ -15,7 +19,7 @@ from imgcodec.format import bitstream
 from imgcodec.models import store
 from imgcodec.models.store import Store
 
-from conftest import ROOT, natural_image
+from conftest import ROOT, natural_image, peak_python_bytes, run_main
 
 MODEL = "factorized-gdn"
 
@@ -72,3 +76,115 @@ def test_the_default_store_is_the_installation_or_imgcodec_home(tmp_path, monkey
     assert store.default_store() == store.installed_store() == Store.at(ROOT)
     monkeypatch.setenv("IMGCODEC_HOME", str(tmp_path))
     assert store.default_store() == Store.at(tmp_path)
+
+
+def _write_manifest(home, data) -> None:
+    (home / "checkpoints" / "manifest.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("manifest, says", [
+    ({"checkpoints": [{}]}, "entry 1: 'model' is missing"),
+    (["x"], "not an object with a list of 'checkpoints'"),
+    ({"a": 1}, "not an object with a list of 'checkpoints'"),
+    ({"checkpoints": ["x"]}, "entry 1 is not an object"),
+    ({"checkpoints": [{"model": MODEL, "quality": 4, "sha256": "0" * 64}]}, "entry 1: 'file' must be a file name"),
+    ({"checkpoints": [{"model": MODEL, "quality": "4", "file": "a.safetensors", "sha256": "0" * 64}]},
+     "entry 1: 'quality' is missing or not a whole number"),
+    ({"checkpoints": [{"model": MODEL, "quality": 4, "file": "a.safetensors", "sha256": "abc"}]},
+     "entry 1: 'sha256' is missing"),
+])
+def test_a_malformed_manifest_is_one_line(monkeypatch, capsys, copy_home, tmp_path, manifest, says):
+    home, _ = copy_home
+    _write_manifest(home, manifest)
+    monkeypatch.setenv("IMGCODEC_HOME", str(home))
+    photo = tmp_path / "p.png"
+    Image.fromarray(natural_image(16, 16)).save(photo)
+    for args in (["encode", photo, tmp_path / "p.bin", "--model", MODEL], ["models"]):
+        code, _, err = run_main(capsys, *args)
+        assert code == 1 and err.count("\n") == 1, err
+        assert err.startswith(f"imgcodec: error: checkpoint manifest {home / 'checkpoints' / 'manifest.json'} is "
+                              "malformed") and says in err, err
+    assert not (tmp_path / "p.bin").exists()
+
+
+@pytest.mark.parametrize("file", ["/etc/passwd", "/dev/zero", "../models/factorized-gdn.toml", "a/b.safetensors",
+                                  ".hidden", ""])
+def test_a_manifest_file_is_a_plain_name_inside_the_store(copy_home, file):
+    home, q = copy_home
+    entry = store.manifest_entry(MODEL, q)
+    _write_manifest(home, {"format": 1, "checkpoints": [dict(entry, file=file)]})
+    with pytest.raises(ModelError, match="'file' must be a file name inside the checkpoints folder"):
+        Store.at(home).load_shipped(MODEL, q)
+
+
+def test_checkpoint_reads_are_bounded_and_regular_files_only(copy_home):
+    """A checkpoint is hashed in blocks before it is held: a file that is not the shipped one costs
+    no more memory than a block, one larger than the cap is refused by its size unread, and only a
+    regular file is read (a link in the store to /dev/zero is refused, not read forever)."""
+    home, q = copy_home
+    entry = store.manifest_entry(MODEL, q)
+    path = home / "checkpoints" / entry["file"]
+    s = Store.at(home)
+    s.load_shipped(MODEL, q)  # torch and safetensors imported before anything is measured
+    store.load_shipped.cache_clear()  # and the file read again below
+    os.truncate(path, 64 << 20)  # 64 MiB (sparse): not the shipped bytes
+
+    def tampered():
+        with pytest.raises(ModelError, match="does not match its manifest sha256"):
+            s.load_shipped(MODEL, q)
+
+    assert peak_python_bytes(tampered) < 4 << 20
+    os.truncate(path, store.MAX_CHECKPOINT_BYTES + 1)
+
+    def huge():
+        with pytest.raises(ModelError, match=f"has {store.MAX_CHECKPOINT_BYTES + 1} bytes, more than a checkpoint"):
+            s.load_shipped(MODEL, q)
+
+    assert peak_python_bytes(huge) < 1 << 20
+    with pytest.raises(ModelError, match="more than a checkpoint may have"):
+        store.load_checkpoint_file(path)  # without a manifest hash, the same cap
+    path.unlink()
+    path.symlink_to("/dev/zero")
+    # first where a regression would read forever: a process of its own, its memory and time capped
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_DATA, (1 << 30, 1 << 30))\n"
+            "from imgcodec.models import store\n"
+            "try:\n    store.sha256_file(sys.argv[1])\nexcept store.ModelError as exc:\n    print(exc)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert r.stdout == f"checkpoint {path} is not a regular file\n", r.stderr[-500:]
+    with pytest.raises(ModelError, match="is not a regular file"):
+        s.load_shipped(MODEL, q)
+
+
+def test_an_empty_model_name_is_not_the_default(capsys, tmp_path):
+    """``--model ''`` (and ``model=""``) is an unknown model, one line, not the default model."""
+    from imgcodec.errors import CodecError
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(natural_image(16, 16)).save(photo)
+    with pytest.raises(CodecError, match="unknown model ''"):
+        imgcodec.encode(photo, model="")
+    for args in (["encode", photo, tmp_path / "p.bin"], ["compare-images", photo, "--size", "4KB", "-o",
+                                                          tmp_path / "c.html"]):
+        code, _, err = run_main(capsys, *args, "--model", "")
+        assert code == 1 and err.count("\n") == 1 and err.startswith("imgcodec: error: unknown model ''"), err
+    assert not (tmp_path / "p.bin").exists() and not (tmp_path / "c.html").exists()
+
+
+def test_models_marks_the_default_and_the_widths_of_the_shipped_weights(capsys):
+    """`imgcodec models` marks the default model; a model's widths are those of its shipped weights
+    (a study's are narrower than its config) and `encode --help` names the default."""
+    code, out, _ = run_main(capsys, "models")
+    assert code == 0
+    heads = {line.split(":")[0]: line for line in out.splitlines() if not line.startswith(" ")}
+    assert [name for name in heads if name.endswith(" [default model]")] == [f"{store.DEFAULT_MODEL} [default model]"]
+    for name, line in heads.items():
+        name = name.removesuffix(" [default model]")
+        weights = store.default_store().shipped_config(name) or store.load_config(name)
+        assert f"N={weights.N}, M={weights.M}" in line, line
+    narrower = [n for n in heads if (c := store.default_store().shipped_config(n)) and c.N != store.load_config(n).N]
+    for name in narrower:  # the ablation's variants: N=32 weights of an N=64 config
+        config = store.load_config(name)
+        assert f"as shipped (N={config.N}, M={config.M} in its config)" in heads[name]
+    code, out, _ = run_main(capsys, "encode", "--help")
+    assert code == 0 and f"(default: {store.DEFAULT_MODEL};" in " ".join(out.split())

@@ -1,10 +1,16 @@
 """The built wheel carries the configs and the weights: installed into a fresh virtual environment
-(no source checkout on its path), it encodes and decodes the same bytes and pixels as the source."""
+(no source checkout on its path), it encodes and decodes the same bytes and pixels as the source.
+
+The fresh environment has no system site packages: imgcodec comes from the wheel alone, and its
+dependencies (torch, Pillow, …) from the environment running the tests, through a ``.pth`` file that
+names that environment's site-packages folders. So it works from a user's virtual environment as
+from the system's Python (``--system-site-packages`` would see only the base interpreter's packages)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +31,29 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, timeout=900, **kw)
 
 
+def _site_packages() -> list[str]:
+    """The folders this interpreter imports installed packages from (a venv's own, and the base
+    interpreter's where the venv includes them; the user's, where enabled)."""
+    folders = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        folders.append(site.getusersitepackages())
+    return [f for i, f in enumerate(folders) if Path(f).is_dir() and f not in folders[:i]]
+
+
+def _build_wheel(source: Path, dist: Path) -> Path:
+    """``pip wheel`` of ``source``: with this Python's setuptools where it can build (no download),
+    else in pip's isolated build environment (setuptools from the package index)."""
+    errors = []
+    for isolation in (["--no-build-isolation"], []):
+        built = _run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", *isolation, "-q", "-w", dist])
+        if built.returncode == 0:
+            (wheel,) = dist.glob("imgcodec-*.whl")
+            return wheel
+        errors.append(built.stderr.strip().splitlines()[-1:] or ["?"])
+    pytest.skip(f"cannot build a wheel here: no build backend in this Python ({errors[0][0]}) and no package "
+                f"index for an isolated build ({errors[1][0]})")
+
+
 @pytest.fixture(scope="module")
 def venv_python(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("wheel")
@@ -34,16 +63,14 @@ def venv_python(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    # --no-build-isolation: the build uses this Python's setuptools, so no download is needed.
-    built = _run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", "--no-build-isolation", "-q",
-                  "-w", base / "dist"])
-    if built.returncode != 0:
-        pytest.skip(f"cannot build a wheel here (setuptools and wheel without network?): {built.stderr[-300:]}")
-    (wheel,) = (base / "dist").glob("imgcodec-*.whl")
-    # --system-site-packages: torch, compressai and the rest from this machine, imgcodec from the wheel.
-    made = _run([sys.executable, "-m", "venv", "--system-site-packages", base / "venv"])
+    wheel = _build_wheel(source, base / "dist")
+    made = _run([sys.executable, "-m", "venv", base / "venv"])
     assert made.returncode == 0, made.stderr
     python = base / "venv" / "bin" / "python"
+    where = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+    assert where.returncode == 0, where.stderr
+    # the dependencies: this environment's folders, after the venv's own (so the wheel's imgcodec wins)
+    (Path(where.stdout.strip()) / "outer_environment.pth").write_text("\n".join(_site_packages()) + "\n")
     installed = _run([python, "-m", "pip", "install", "--no-deps", "-q", wheel])
     assert installed.returncode == 0, installed.stderr
     return python

@@ -172,6 +172,12 @@ def file_bytes(source) -> bytes:
     raise InputError(f"cannot decode a {type(source).__name__}: give bytes, a path or a binary file object")
 
 
+def _out_of_memory(exc: Exception) -> bool:
+    """Torch's ways of saying that an allocation failed (a ``RuntimeError``, not a ``MemoryError``)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
 def decode(
     data,
     device: str = "cpu",
@@ -195,9 +201,11 @@ def decode(
         raise BitstreamError(f"corrupt header: {h.latent_parts} latent parts, but model {h.model!r} writes {k}")
     try:
         rgb = decompress_latents(loaded.model.to(device), stream.parts[:k], h.height, h.width, device, h.quality)
-    except CodecError:
+    except (CodecError, MemoryError):  # out of memory is not damage: it stays a MemoryError
         raise
     except Exception as exc:  # the rANS decoder rejects a damaged payload in its own words
+        if _out_of_memory(exc):
+            raise MemoryError(str(exc)) from exc
         raise BitstreamError(f"corrupt payload: {exc}") from None
     alpha = None
     if h.has_alpha:

@@ -37,19 +37,21 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from struct import error as struct_error
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..atomic import write_atomic
+from ..atomic import describe, write_atomic
 from ..errors import CodecError, InputError, OutputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".gif"}
 OUTPUT_FORMATS = {".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 
-# Refuse decompression bombs: more pixels than this is an error, not a warning.
+# Refuse decompression bombs: an input of more pixels than this, or than the application's
+# ``Image.MAX_IMAGE_PIXELS`` where that is lower, is an error (checked before its pixels are read;
+# Pillow's own setting is left as the application has it).
 MAX_INPUT_PIXELS = 64 * 1024 * 1024
-Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
 MAX_SIDE = 1 << 16  # the file format's limit on each side (bitstream.MAX_SIDE)
 METADATA = ("all", "icc", "none")
 MAX_METADATA_BYTES = 1 << 24  # each of ICC, EXIF, XMP
@@ -92,12 +94,19 @@ def _describe_source(source) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
 
 
+def _too_many_pixels(name: str) -> str:
+    limit = min(MAX_INPUT_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_INPUT_PIXELS)
+    return f"{name} has more than {limit} pixels (decompression bomb guard)"
+
+
 def _open_pillow(fp, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings about odd but readable files
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fp)
+            if img.width * img.height > MAX_INPUT_PIXELS:
+                raise InputError(_too_many_pixels(name))
             frames = getattr(img, "n_frames", 1)
             if frames > 1:
                 raise InputError(f"{name} is animated or has several frames ({frames}): imgcodec codes still "
@@ -108,7 +117,7 @@ def _open_pillow(fp, name: str) -> Image.Image:
     except UnidentifiedImageError:
         raise InputError(f"{name} is not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"{name} has more than {MAX_INPUT_PIXELS} pixels (decompression bomb guard)") from None
+        raise InputError(_too_many_pixels(name)) from None
     except PermissionError:
         raise InputError(f"cannot read {name}: permission denied") from None
     except MemoryError:
@@ -118,19 +127,31 @@ def _open_pillow(fp, name: str) -> Image.Image:
     return img
 
 
-def read_input_bytes(path) -> bytes:
-    """The bytes of an input file, with a specific ``InputError`` for each way that fails."""
+def open_input(path) -> BinaryIO:
+    """An input file open for reading (binary, seekable: a pipe's bytes are read into memory),
+    with a specific ``InputError`` for each way that fails."""
     path = Path(path)
     try:
-        return path.read_bytes()
+        f = open(path, "rb")
+        if not f.seekable():
+            with f:
+                return io.BytesIO(f.read())
+        return f
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path} is a folder, not a file") from None
-    except PermissionError:
-        raise InputError(f"cannot read {path}: permission denied") from None
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {path}: {describe(exc)}") from None
+
+
+def read_input_bytes(path) -> bytes:
+    """The bytes of an input file, with a specific ``InputError`` for each way that fails."""
+    with open_input(path) as f:
+        try:
+            return f.read()
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {describe(exc)}") from None
 
 
 def open_image(source) -> Image.Image:
@@ -370,22 +391,51 @@ _SAVE_METADATA = {"PNG": ("icc_profile", "exif"), "WEBP": ("icc_profile", "exif"
                   "TIFF": ("icc_profile", "exif"), "BMP": ()}
 
 
-def image_bytes(img: Image.Image, path: Path | None = None, fmt: str | None = None) -> bytes:
+def _png_limit() -> int:
+    """The largest compressed text or profile chunk Pillow reads back from a PNG."""
+    # deferred: Pillow's PNG plugin: only a PNG output with metadata needs it
+    from PIL import PngImagePlugin
+
+    return PngImagePlugin.MAX_TEXT_CHUNK
+
+
+def image_bytes(img: Image.Image, path: Path | None = None, fmt: str | None = None,
+                notes: list[str] | None = None) -> bytes:
     """``img`` in the file format named by the extension of ``path`` (or ``fmt``: PNG, WEBP, TIFF,
     BMP; WebP lossless), with the ICC profile, EXIF and XMP of ``img.info`` where the format holds
-    them (PNG: XMP as an iTXt chunk)."""
+    them, so that Pillow (and ``imgcodec encode``) reads the file back: in a PNG, an XMP larger
+    than Pillow inflates (``PngImagePlugin.MAX_TEXT_CHUNK``, 1 MiB) is stored uncompressed, and an
+    ICC profile that large (a PNG must compress it) is refused (``OutputError``: WebP and TIFF hold
+    it). A malformed EXIF block, which a TIFF cannot hold (it parses EXIF into its own tags), is left
+    out of a TIFF; what was left out is said in ``notes``, where given."""
     fmt = fmt or output_format(path)
     kwargs = {"lossless": True} if fmt == "WEBP" else {}
     for key in _SAVE_METADATA.get(fmt, ()):
         if img.info.get(key):
             kwargs[key] = img.info[key]
+    if fmt == "PNG" and len(kwargs.get("icc_profile", b"")) > _png_limit():
+        raise OutputError(f"{path or 'the output'}: the image's ICC profile of {len(kwargs['icc_profile'])} bytes "
+                          f"is larger than a PNG that Pillow reads holds ({_png_limit()}): write .tiff or .webp")
     if fmt == "PNG" and img.info.get("xmp"):
         # deferred: Pillow's PNG text chunks: only a PNG output with metadata needs them
         from PIL import PngImagePlugin
 
         chunks = PngImagePlugin.PngInfo()
-        chunks.add_itxt("XML:com.adobe.xmp", img.info["xmp"].decode("utf-8", "replace"), zip=True)
+        xmp = img.info["xmp"].decode("utf-8", "replace")
+        chunks.add_itxt("XML:com.adobe.xmp", xmp, zip=len(xmp.encode("utf-8")) <= _png_limit())
         kwargs["pnginfo"] = chunks
+    try:
+        return _saved(img, fmt, kwargs)
+    except (SyntaxError, ValueError, KeyError, TypeError, struct_error) as exc:
+        if "exif" not in kwargs:
+            raise OutputError(f"cannot write {path or 'the output'} as {fmt}: {exc}") from None
+        del kwargs["exif"]  # a malformed EXIF block: TIFF cannot hold it
+        if notes is not None:
+            notes.append(f"the image's EXIF block is malformed ({exc}) and a {fmt} cannot hold it: left out")
+        return _saved(img, fmt, kwargs)
+
+
+def _saved(img: Image.Image, fmt: str, kwargs: dict) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

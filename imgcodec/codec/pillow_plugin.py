@@ -8,8 +8,17 @@
 
 ``import imgcodec`` imports neither Pillow nor torch for this: when Pillow is already imported the
 format is registered at once, otherwise the first import of ``PIL.Image`` registers it.  Opening a
-file reads and validates its header only (``bitstream``: size, mode, CRC); torch is imported when
+file reads and validates its header (``bitstream.read_layout``: size, mode, the file's length, then
+its CRC32 in blocks, so memory stays bounded whatever the file's size) and its metadata: ``im.info``
+holds ``model``, ``quality`` and, where the file has them, ``icc_profile``, ``exif`` and ``xmp``, as
+``imgcodec.decode`` gives them, so ``im.save("x.png")`` keeps the profile.  Torch is imported when
 the pixels are first needed (``im.load()``, ``im.convert``, …) or when an image is saved.
+
+Errors are Pillow's: a file that is not a sound imgcodec file raises ``PIL.UnidentifiedImageError``
+at ``Image.open``; a damaged payload or weights that are not installed raise ``OSError`` at
+``load()``; bad save options raise ``ValueError`` and other failures to save ``OSError``.  Each is
+raised from the ``imgcodec.CodecError`` that says why (its ``__cause__``).  ``Image.MAX_IMAGE_PIXELS``
+is the application's: the plugin applies it as Pillow does and never changes it.
 
 Save options (``im.save(..., format="IMGCODEC", **options)``) are those of ``imgcodec.encode``:
 ``quality``, ``model``, ``target_size`` (bytes), ``target_bpp``, ``refine``.  Files end in ``.imgc``
@@ -22,11 +31,13 @@ import importlib.abc
 import importlib.util
 import sys
 
+from ..errors import BitstreamError, CodecError, ModelError
 from ..format import bitstream
 
 FORMAT = "IMGCODEC"
 EXTENSIONS = (".imgc", ".bin")
 SAVE_OPTIONS = ("quality", "model", "target_size", "target_bpp", "refine")
+PILLOW_NAMES = {"icc": "icc_profile"}  # a metadata part's key in ``Image.info``, where it differs
 
 
 def _accept(prefix: bytes) -> bool:
@@ -35,7 +46,7 @@ def _accept(prefix: bytes) -> bool:
 
 def register() -> None:
     """Register the ``IMGCODEC`` format with Pillow (once; imports Pillow, not torch)."""
-    from PIL import Image, ImageFile  # deferred: ``import imgcodec`` must not import Pillow
+    from PIL import Image, ImageFile, UnidentifiedImageError  # deferred: ``import imgcodec`` must not import Pillow
 
     if FORMAT in Image.OPEN:
         return
@@ -45,12 +56,18 @@ def register() -> None:
         format_description = "imgcodec learned image codec"
 
         def _open(self) -> None:
-            data = self.fp.read()
-            header = bitstream.unpack(data, max_pixels=bitstream.DEFAULT_MAX_PIXELS).header
+            try:
+                layout = bitstream.read_layout(self.fp, max_pixels=bitstream.DEFAULT_MAX_PIXELS)
+                metadata = _read_metadata(self.fp, layout)
+            except CodecError as exc:
+                name = getattr(self, "filename", None) or self.fp
+                raise UnidentifiedImageError(f"cannot identify image file {name!r}: {exc}") from exc
+            header = layout.header
             self._size = (header.width, header.height)
             self._mode = header.mode
             self.info["model"] = header.model
             self.info["quality"] = header.quality
+            self.info.update(metadata)
             self.tile = [ImageFile._Tile(FORMAT, (0, 0, header.width, header.height), 0, None)]
 
     class ImgcodecDecoder(ImageFile.PyDecoder):
@@ -60,7 +77,10 @@ def register() -> None:
             from ..light.dispatch import decode  # deferred: torch or ONNX Runtime, on the first decode
 
             assert self.fd is not None
-            img = decode(self.fd.read())
+            try:
+                img = decode(self.fd.read())
+            except CodecError as exc:
+                raise OSError(f"cannot decode imgcodec file: {exc}") from exc
             self.set_as_raw(img.tobytes(), img.mode)
             return -1, 0
 
@@ -68,13 +88,32 @@ def register() -> None:
         from ..light.dispatch import encode  # deferred: torch or ONNX Runtime, on the first encode
 
         options = {k: im.encoderinfo[k] for k in SAVE_OPTIONS if im.encoderinfo.get(k) is not None}
-        fp.write(encode(im, **options))
+        try:
+            data = encode(im, **options)
+        except ModelError as exc:  # an unknown model, a quality out of range: a bad option
+            raise ValueError(str(exc)) from exc
+        except CodecError as exc:
+            raise OSError(f"cannot write imgcodec file: {exc}") from exc
+        fp.write(data)
 
     Image.register_open(FORMAT, ImgcodecImageFile, _accept)
     Image.register_decoder(FORMAT, ImgcodecDecoder)
     Image.register_save(FORMAT, save)
     Image.register_extensions(FORMAT, list(EXTENSIONS))
     Image.register_mime(FORMAT, "image/x-imgcodec")
+
+
+def _read_metadata(fp, layout: bitstream.Layout) -> dict[str, bytes]:
+    """The file's ICC profile, EXIF and XMP under Pillow's names, read from their parts alone."""
+    names = layout.header.metadata_names
+    first = len(layout.lengths) - len(names)
+    out = {}
+    for i, name in enumerate(names, first):
+        if layout.lengths[i] > bitstream.MAX_PACKED_METADATA:  # refused unread
+            raise BitstreamError(f"corrupt {name} metadata")
+        fp.seek(layout.part_offset(i))
+        out[PILLOW_NAMES.get(name, name)] = bitstream.inflate_metadata(name, fp.read(layout.lengths[i]))
+    return out
 
 
 class _RegisterOnImport(importlib.abc.MetaPathFinder):

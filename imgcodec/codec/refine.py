@@ -30,7 +30,9 @@ refinement is refused above ``MAX_PIXELS``.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -47,6 +49,19 @@ MAX_PIXELS = 4_194_304
 # (docs/refinement.md), never on Kodak.
 DEFAULT_LR = 0.01
 TAU_START, TAU_END = 0.5, 0.1  # the soft rounding's temperature, annealed geometrically
+# ``callback(step, steps)`` of the innermost ``reporting`` block, told after each step.
+_PROGRESS: ContextVar = ContextVar("imgcodec_refine_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting(callback):
+    """Within the block, ``callback(step, steps)`` is called after each step of every refinement
+    (the command line counts them on a terminal); a context variable, so other threads are not told."""
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 def rd_loss(bpp: torch.Tensor, x_hat: torch.Tensor, x: torch.Tensor, lmbda: float,
@@ -102,6 +117,7 @@ def refine_latents(model, rgb: np.ndarray, quality=None, steps: int = 50, lr: fl
             p.requires_grad_(False)
         try:
             best_j, best = float("inf"), None
+            report = _PROGRESS.get()
             optimizer = torch.optim.Adam(latents, lr=lr)
             for step in range(steps + 1):
                 with torch.no_grad():  # J of what the coder would write now
@@ -118,6 +134,8 @@ def refine_latents(model, rgb: np.ndarray, quality=None, steps: int = 50, lr: fl
                 optimizer.zero_grad(set_to_none=True)
                 objective(soft, as_tensor=True).backward()
                 optimizer.step()
+                if report is not None:
+                    report(step + 1, steps)
         finally:
             for p in params:
                 p.requires_grad_(True)

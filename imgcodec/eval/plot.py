@@ -15,6 +15,15 @@ from .results import DISTORTION_LABELS, Curve, ResultsError
 
 def render(curves: list[Curve], metric: str = "psnr", title: str | None = None, xmax: float | None = None) -> bytes:
     """The PNG bytes of the R-D plot of ``curves`` (distortion in dB over bpp), up to ``xmax`` bpp."""
+    fig = figure(curves, metric, title, xmax)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def figure(curves: list[Curve], metric: str = "psnr", title: str | None = None, xmax: float | None = None):
+    """The matplotlib ``Figure`` of ``render``: measured curves solid, published ones dashed, and a
+    legend whose title names the dashed style only when a dashed curve is drawn."""
     # deferred: matplotlib (about 0.5 s): only drawing a figure needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -48,15 +57,13 @@ def render(curves: list[Curve], metric: str = "psnr", title: str | None = None, 
         if shown:
             pad = 0.03 * (max(shown) - min(shown) or 1.0)
             ax.set_ylim(min(shown) - pad, max(shown) + pad)
+    styles = (["solid: measured here"] if measured else []) + (["dashed: published"] if published else [])
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
-              title="solid: measured here\ndashed: published", title_fontsize="x-small", frameon=False,
-              alignment="left")
+              title="\n".join(styles), title_fontsize="x-small", frameon=False, alignment="left")
     if skipped:
         fig.text(0.01, 0.005, f"without {metric} values: " + ", ".join(skipped), fontsize="x-small", alpha=0.7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
 
 
 def _palette(n: int) -> list:

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..atomic import write_bytes_atomic
 from ..errors import CodecError, InputError
@@ -102,9 +102,14 @@ def build(
     progress: bool | None = None,
     remeasure: bool = False,
     refined: Sequence[tuple[str, int]] = (),
+    log: Callable[[str], None] | None = None,
 ) -> Report:
+    """Measure (or reuse) every curve and build the outputs, in memory. ``log``: told of each curve
+    as its measurement starts (with ``progress``, a bar counts the images on a terminal)."""
     images = load_images(data, limit)
     dataset = dataset_info(data, images)
+    log = log or (lambda line: None)
+    what = f"{len(images)} images of {dataset['name']}"
     if models is None:
         # A study's weights (the ablation's variants, narrower and trained briefly) are reported by
         # the study itself, not as the product's curves.
@@ -121,6 +126,7 @@ def build(
             measured[base.name] = old
             reused.append(base.name)
         else:
+            log(f"measuring {base.name} on {what} ({len(base.qualities)} qualities)")
             measured[base.name] = bl.evaluate_baseline(base.name, data, limit=limit, progress=progress)
     for name in models:
         old = None if remeasure else _reusable_model(Path(results_dir) / f"{name}.json", dataset, name)
@@ -128,6 +134,7 @@ def build(
             measured[name] = old
             reused.append(name)
         else:
+            log(f"measuring {name} on {what}")
             measured[name] = evaluate_model(data, model=name, device=device, limit=limit, progress=progress)
     for name, steps in refined:  # the same weights, encoded with refinement: a curve of its own
         stem = f"{name}-refine{steps}"
@@ -136,6 +143,7 @@ def build(
             measured[stem] = old
             reused.append(stem)
         else:
+            log(f"measuring {name} with {steps} refinement steps on {what}")
             measured[stem] = evaluate_model(data, model=name, device=device, limit=limit, progress=progress,
                                             refine=steps)
 
@@ -294,8 +302,10 @@ def run(
     device: str = "cpu",
     remeasure: bool = False,
     refine: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """``imgcodec report``: resolve the default paths, build the report, write it; lines to print."""
+    """``imgcodec report``: resolve the default paths, build the report, write it; lines to print.
+    ``log``: told of each measurement as it starts (``build``)."""
 
     data_path = Path(data)
     if not data_path.is_dir():
@@ -318,16 +328,17 @@ def run(
     else:
         anchors_path = None if anchors.lower() == "none" else Path(anchors)
 
-    command = "imgcodec report --data KODAK_DIR" + "".join(
-        [f" --limit {limit}" if limit else ""] + [f" --model {m}" for m in models] + [f" --codec {c}" for c in codecs]
-        + [f" --refine {r}" for r in refine]
+    # a partial report (--limit) is regenerated only with the folders it was written to
+    partial = f" --limit {limit} --results-dir {results_dir} --docs-dir {docs_dir}" if limit is not None else ""
+    command = "imgcodec report --data KODAK_DIR" + partial + "".join(
+        [f" --model {m}" for m in models] + [f" --codec {c}" for c in codecs] + [f" --refine {r}" for r in refine]
     )
     refined = parse_refined(refine)
     rep = build(
         data_path, results_dir, docs_dir,
         models=list(models) or None, baselines=list(codecs) or DEFAULT_BASELINES,
         anchors=anchors_path, anchor=anchor, limit=limit, device=device, command=command, remeasure=remeasure,
-        refined=refined,
+        refined=refined, log=log,
     )
     written = write(rep, results_dir, docs_dir, readme_path)
     lines = [f"wrote {w}" for w in written]

@@ -53,6 +53,7 @@ FILE_TYPES = {  # (extension, MIME type) of the download link
     "jpegxl": (".jxl", "image/jxl"),
 }
 CROP_SIDE = 128
+EDGE = 8  # pixels at each side of a photo that the detail crop leaves out (see detail_crop)
 ZOOM = 2
 
 
@@ -154,17 +155,23 @@ def compare(paths: Sequence[Path], size: int | None = None, bpp: float | None = 
 
 def detail_crop(original: np.ndarray, decoded: Sequence[np.ndarray], side: int = CROP_SIDE) -> tuple[int, int, int, int]:
     """The ``side``-pixel square (or the whole image, if smaller) where the squared errors of all the
-    decoded images add up most: where the codecs differ, in steps of a quarter of the side."""
+    decoded images add up most: where the codecs differ, in steps of a quarter of the side.
+
+    The outer ``EDGE`` pixels of an image large enough to spare them are left out, of the errors and
+    of the crop: a photo's first or last rows and columns are often damaged (a dark scan line, a
+    sensor's edge), every codec fails there, and that is not what a viewer wants to compare."""
     h, w = original.shape[:2]
     cw, ch = min(side, w), min(side, h)
+    ey = EDGE if h >= ch + 2 * EDGE else 0
+    ex = EDGE if w >= cw + 2 * EDGE else 0
     err = np.zeros((h, w))
     for d in decoded:
         err += ((original.astype(np.float64) - d) ** 2).sum(axis=2)
     s = np.zeros((h + 1, w + 1))
     s[1:, 1:] = err.cumsum(0).cumsum(1)
     step = max(1, min(cw, ch) // 4)
-    ys = sorted({*range(0, h - ch + 1, step), h - ch})
-    xs = sorted({*range(0, w - cw + 1, step), w - cw})
+    ys = sorted({*range(ey, h - ch - ey + 1, step), h - ch - ey})
+    xs = sorted({*range(ex, w - cw - ex + 1, step), w - cw - ex})
     best = max((s[y + ch, x + cw] - s[y, x + cw] - s[y + ch, x] + s[y, x], -y, -x) for y in ys for x in xs)
     return -best[2], -best[1], cw, ch
 
@@ -186,12 +193,16 @@ def _db(value: float) -> str:
 
 
 def summary_lines(comparisons: Sequence[PhotoComparison]) -> list[str]:
+    """A block of lines per photo, one per codec, in columns as wide as their longest entry."""
     lines = []
     for comp in comparisons:
         lines.append(f"{comp.name} ({comp.width}x{comp.height}), at most {comp.limit} bytes:")
+        label = max(len(c.label) for c in comp.coded)
+        quality = max(len(str(c.quality)) for c in comp.coded)
+        db = max(len(_db(c.psnr)) for c in comp.coded)
         for c in comp.coded:
-            lines.append(f"  {c.label:<16} q{c.quality:<5} {c.nbytes:>8} bytes  {c.bpp:.4f} bpp  "
-                         f"PSNR {_db(c.psnr)}  MS-SSIM {_ms(c.ms_ssim)}")
+            lines.append(f"  {c.label:<{label}}  q{c.quality!s:<{quality}}  {c.nbytes:>8} bytes  {c.bpp:.4f} bpp  "
+                         f"PSNR {_db(c.psnr):>{db}}  MS-SSIM {_ms(c.ms_ssim)}")
     return lines
 
 
@@ -232,9 +243,9 @@ p.note{margin:0 0 8px;color:#444;max-width:70em}
 .view.panning{cursor:grabbing}
 .view img{position:absolute;left:0;top:0;transform-origin:0 0;image-rendering:pixelated;max-width:none;pointer-events:none}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
-.panel{margin:0;background:#fff;padding:6px;border:1px solid #ccc}
-.panel .view{width:300px;height:300px}
-figcaption{font-size:12px;margin-top:4px;width:300px}
+.panel{margin:0;background:#fff;padding:6px;border:1px solid #ccc;flex:1 1 0;min-width:160px;max-width:300px}
+.panel .view{width:100%;aspect-ratio:1/1}
+figcaption{font-size:12px;margin-top:4px}
 .slider{background:#fff;padding:6px;border:1px solid #ccc;display:inline-block;margin-bottom:10px}
 .slider .view{width:612px;height:400px}
 .slider .layer{position:absolute;inset:0;overflow:hidden}
@@ -251,6 +262,7 @@ _SCRIPT = r"""
     var views = [].slice.call(sec.querySelectorAll('.view'));
     var panel = sec.querySelector('.panel .view');
     var st = {s: 1, cx: W / 2, cy: H / 2};  // scale (screen px per image px), image point at the views' centres
+    window.addEventListener('resize', function () { apply(); });  // the panels share the width: they resize
     function apply() {
       views.forEach(function (v) {
         var x = v.clientWidth / 2 - st.cx * st.s, y = v.clientHeight / 2 - st.cy * st.s;
@@ -354,7 +366,9 @@ def _section(i: int, comp: PhotoComparison) -> str:
 def page(comparisons: Sequence[PhotoComparison], title: str | None = None) -> str:
     """The self-contained HTML page of ``comparisons``."""
     title = title or "imgcodec: " + ", ".join(c.name for c in comparisons) + " at equal file size"
-    data = json.dumps(figures(comparisons), ensure_ascii=True).replace("</", "<\\/")
+    # Every "<" of the JSON as \u003c: inside <script>, neither "</script" nor "<!--" (which makes the
+    # HTML parser merge the scripts that follow) can then occur, whatever a photo's name holds.
+    data = json.dumps(figures(comparisons), ensure_ascii=True).replace("<", "\\u003c")
     sections = "".join(_section(i, c) for i, c in enumerate(comparisons))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>

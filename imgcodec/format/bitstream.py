@@ -159,9 +159,49 @@ def pack(header: Header, parts: list[bytes]) -> bytes:
 def unpack(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Bitstream:
     """Parse and validate a file; raises ``BitstreamError`` for anything but a sound file."""
     data = bytes(data)
+    _check_start(data, len(data))
+    body, crc = data[:-4], struct.unpack(">I", data[-4:])[0]
+    if zlib.crc32(body) != crc:
+        raise BitstreamError(CRC_MISMATCH)
+    layout = _parse(data, len(data), max_pixels)
+    parts = []
+    pos = layout.offset
+    for length in layout.lengths:
+        parts.append(data[pos : pos + length])
+        pos += length
+    return Bitstream(layout.header, tuple(parts), len(data))
+
+
+CRC_MISMATCH = "corrupt file: CRC32 mismatch (the file was damaged or truncated)"
+# The longest header a file can have: magic, version, id length, model id, weights hash, quality,
+# width, height, mode, metadata flags, part count and the parts' lengths.
+MAX_HEADER_BYTES = 6 + MAX_MODEL_ID + HASH_PREFIX_BYTES + 2 + 9 + 1 + 1 + 4 * MAX_PARTS
+_BLOCK = 1 << 20  # bytes read at a time for the CRC32 of a file object
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A file's header and where its parts lie, without the parts: what ``read_layout`` reads."""
+
+    header: Header
+    lengths: tuple[int, ...]  # byte length of each part
+    offset: int  # where the first part starts
+    size: int  # bytes of the whole file
+
+    def part_offset(self, i: int) -> int:
+        return self.offset + sum(self.lengths[:i])
+
+    @property
+    def bpp(self) -> float:
+        return 8 * self.size / (self.header.width * self.header.height)
+
+
+def _check_start(data: bytes, size: int) -> None:
+    """Magic, version and the shortest length a file of that version can have (``size``: the
+    file's whole length, of which ``data`` holds at least the first bytes)."""
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise BitstreamError("not an imgcodec file (bad magic bytes)")
-    if len(data) < 6:
+    if size < 6:
         raise BitstreamError("truncated file")
     version = data[4]
     if version not in VERSIONS:
@@ -170,11 +210,14 @@ def unpack(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Bitstrea
         )
     qsize = 1 if version == 1 else 2
     flags_size = 1 if version >= 3 else 0
-    if len(data) < 6 + data[5] + HASH_PREFIX_BYTES + qsize + 10 + flags_size + 4 + 4:
+    if size < 6 + data[5] + HASH_PREFIX_BYTES + qsize + 10 + flags_size + 4 + 4:
         raise BitstreamError("truncated file")
-    body, crc = data[:-4], struct.unpack(">I", data[-4:])[0]
-    if zlib.crc32(body) != crc:
-        raise BitstreamError("corrupt file: CRC32 mismatch (the file was damaged or truncated)")
+
+
+def _parse(data: bytes, size: int, max_pixels: int | None) -> Layout:
+    """The header fields of a file of ``size`` bytes whose first bytes (at least its header, or the
+    whole file when shorter) are ``data``; ``_check_start`` has passed."""
+    version = data[4]
     n = data[5]
     pos = 6
     try:
@@ -186,10 +229,11 @@ def unpack(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Bitstrea
     pos += HASH_PREFIX_BYTES
     if version == 1:
         quality = data[pos]
+        pos += 1
     else:
         centi = struct.unpack_from(">H", data, pos)[0]
         quality = centi // 100 if centi % 100 == 0 else centi / 100
-    pos += qsize
+        pos += 2
     width, height, mode_index = struct.unpack_from(">IIB", data, pos)
     pos += 9
     flags = 0
@@ -208,17 +252,49 @@ def unpack(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Bitstrea
         raise BitstreamError(f"corrupt header: {nparts} payload parts for mode {MODES[mode_index]}")
     header = Header(model, weights, quality, width, height, MODES[mode_index], latent, flags)
     _validate_header(header, max_pixels)
-    if pos + 4 * nparts > len(body):
+    if pos + 4 * nparts > size - 4:
         raise BitstreamError("truncated file")
     lengths = struct.unpack_from(f">{nparts}I", data, pos)
     pos += 4 * nparts
-    if pos + sum(lengths) != len(body):
+    declared = pos + sum(lengths) + 4
+    if declared > size:  # (``unpack`` finds a cut file by its CRC32 first; ``read_layout``, here)
+        raise BitstreamError(f"truncated file (the header declares {declared} bytes, the file has {size})")
+    if declared < size:
         raise BitstreamError("corrupt header: payload lengths do not match the file size")
-    parts = []
-    for length in lengths:
-        parts.append(data[pos : pos + length])
-        pos += length
-    return Bitstream(header, tuple(parts), len(data))
+    return Layout(header, lengths, pos, size)
+
+
+def read_layout(fp, max_pixels: int | None = DEFAULT_MAX_PIXELS, check_crc: bool = True) -> Layout:
+    """The header of the file open in ``fp`` (binary, seekable; the file starts at its position)
+    and where its parts lie, in memory bounded whatever the file's size: the header's bytes are read
+    and checked against the file's length (a header padded to a gigabyte is refused at once), then,
+    with ``check_crc``, the file is read in blocks for its CRC32. ``fp`` is left at the file's start."""
+    start = fp.tell()
+    size = fp.seek(0, 2) - start
+    fp.seek(start)
+    head = fp.read(MAX_HEADER_BYTES)
+    _check_start(head, size)
+    layout = _parse(head, size, max_pixels)
+    if check_crc:
+        fp.seek(start)
+        crc, left = 0, size - 4
+        while left:
+            block = fp.read(min(left, _BLOCK))
+            if not block:
+                raise BitstreamError("truncated file")
+            crc = zlib.crc32(block, crc)
+            left -= len(block)
+        if fp.read(4) != struct.pack(">I", crc):
+            raise BitstreamError(CRC_MISMATCH)
+    fp.seek(start)
+    return layout
+
+
+def read_bytes(fp, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of the file open in ``fp``, read only once its header and length agree
+    (``read_layout``): a lying header costs no more memory than the header; ``unpack`` checks the rest."""
+    layout = read_layout(fp, max_pixels, check_crc=False)
+    return fp.read(layout.size)
 
 
 def pack_metadata(value: bytes) -> bytes:
@@ -227,16 +303,24 @@ def pack_metadata(value: bytes) -> bytes:
 
 def unpack_metadata(stream: Bitstream) -> dict[str, bytes]:
     """The metadata parts of a file, inflated (at most ``MAX_METADATA_BYTES`` each)."""
-    h = stream.header
-    names = h.metadata_names
-    out = {}
-    for name, part in zip(names, stream.parts[len(stream.parts) - len(names):]):
-        try:
-            d = zlib.decompressobj()
-            raw = d.decompress(part, MAX_METADATA_BYTES + 1)
-        except zlib.error:
-            raise BitstreamError(f"corrupt {name} metadata") from None
-        if len(raw) > MAX_METADATA_BYTES or not d.eof or d.unused_data or not raw:
-            raise BitstreamError(f"corrupt {name} metadata")
-        out[name] = raw
-    return out
+    names = stream.header.metadata_names
+    return {name: inflate_metadata(name, part)
+            for name, part in zip(names, stream.parts[len(stream.parts) - len(names):])}
+
+
+# zlib's bound on the deflated size of MAX_METADATA_BYTES (compressBound): no sound metadata part is longer.
+MAX_PACKED_METADATA = MAX_METADATA_BYTES + (MAX_METADATA_BYTES >> 12) + (MAX_METADATA_BYTES >> 14) + 13
+
+
+def inflate_metadata(name: str, part: bytes) -> bytes:
+    """One metadata part (``name``: icc, exif or xmp), inflated; at most ``MAX_METADATA_BYTES``."""
+    if len(part) > MAX_PACKED_METADATA:
+        raise BitstreamError(f"corrupt {name} metadata")
+    try:
+        d = zlib.decompressobj()
+        raw = d.decompress(part, MAX_METADATA_BYTES + 1)
+    except zlib.error:
+        raise BitstreamError(f"corrupt {name} metadata") from None
+    if len(raw) > MAX_METADATA_BYTES or not d.eof or d.unused_data or not raw:
+        raise BitstreamError(f"corrupt {name} metadata")
+    return raw

@@ -13,11 +13,12 @@ import hashlib
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from ..atomic import write_bytes_atomic
+from ..atomic import describe, write_bytes_atomic
 from ..errors import ModelError
 from ..format.bitstream import valid_model_id
 from .config import ModelConfig
@@ -28,6 +29,14 @@ DEFAULT_MODEL = "factorized-gdn"
 # Bounds a checkpoint's config must keep before anything is built from it.
 MAX_CHANNELS = 1024
 MAX_LEVELS = 255
+# The largest checkpoint file read (the widest config, N = M = 1024, holds about 0.6 GB of weights).
+MAX_CHECKPOINT_BYTES = 1 << 30
+_READ_BLOCK = 1 << 20
+# A manifest's ``file``: a plain name inside the checkpoints folder, never a path.
+_FILE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+# Entropy tables: compressai's quantized CDFs have this many bits; a latent's offset is a latent value.
+CDF_PRECISION = 16
+MAX_OFFSET = 1 << 20
 
 
 def repo_root() -> Path:
@@ -67,14 +76,15 @@ class Store:
         return ModelConfig.from_toml(path)
 
     def read_manifest(self) -> list[dict]:
+        """The manifest's entries, each checked (``check_manifest``); none where there is no manifest."""
         path = self.checkpoints / MANIFEST_NAME
         if not path.exists():
             return []
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return list(data["checkpoints"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ModelError(f"cannot read checkpoint manifest {path}: {exc}") from None
+        return check_manifest(data, f"checkpoint manifest {path}")
 
     def write_manifest(self, entries: list[dict]) -> None:
         entries = sorted(entries, key=lambda e: (e["model"], e["quality"]))
@@ -97,7 +107,7 @@ class Store:
     def quality_grid(self, model: str | None = None) -> list:
         """Every quality that ``load_shipped`` serves for ``model``, ascending: a continuous-rate
         model's every hundredth from 1 to its last level, otherwise its shipped qualities."""
-        model = model or DEFAULT_MODEL
+        model = DEFAULT_MODEL if model is None else model
         config = self.load_config(model)
         if config.continuous:
             return [config.normalize_quality(c / 100)
@@ -113,7 +123,7 @@ class Store:
         and shared: the ``LoadedModel`` of every quality holds the same module (asked for quality
         ``EVERY_QUALITY``, as its manifest entry names it, it comes labelled with the default quality).
         """
-        model = model or DEFAULT_MODEL
+        model = DEFAULT_MODEL if model is None else model
         config = self.load_config(model)
         if quality is None:
             quality = config.default_quality
@@ -131,6 +141,22 @@ class Store:
                 + (f" (shipped qualities: {', '.join(map(str, have))})" if have else " (none shipped)")
             )
         return _load_verified(str(self.checkpoints / entry["file"]), entry["sha256"])
+
+    def shipped_config(self, model: str) -> ModelConfig | None:
+        """The config the shipped weights of ``model`` carry (a study's may be narrower than
+        ``models/<model>.toml``), read from a checkpoint's header alone; ``None`` where none is
+        shipped or its header cannot be read."""
+        entry = next((e for e in self.read_manifest() if e["model"] == model), None)
+        if entry is None:
+            return None
+        try:
+            with open(self.checkpoints / entry["file"], "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(min(n, _READ_BLOCK)))
+            meta = header.get("__metadata__") if isinstance(header, dict) else None
+            return _checked_metadata(meta, entry["file"])[0] if isinstance(meta, dict) else None
+        except (OSError, ValueError, ModelError):
+            return None
 
 
 def installed_store() -> Store:
@@ -192,12 +218,72 @@ def load_shipped(model: str | None = None, quality=None) -> "LoadedModel":
     return default_store().load_shipped(model, quality)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+def _is_sha256(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and set(v) <= set("0123456789abcdef")
+
+
+def plain_file_name(name) -> bool:
+    """A file name inside a folder, never a path: letters, digits, ``-``, ``_``, ``.``, not
+    starting with ``.``, 1 … 255 characters (no ``/``, no ``..``, not absolute)."""
+    return isinstance(name, str) and 1 <= len(name) <= 255 and set(name) <= _FILE_NAME_CHARS \
+        and not name.startswith(".")
+
+
+def check_manifest(data, what: str) -> list[dict]:
+    """The entries of a manifest as JSON gives it, each checked before it is used: an object with a
+    ``model`` name, a whole ``quality`` 0 … ``MAX_LEVELS``, a ``file`` that is a plain name inside
+    the checkpoints folder and a ``sha256``; anything else is a one-line ``ModelError``."""
+    if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), list):
+        raise ModelError(f"{what} is malformed: not an object with a list of 'checkpoints'")
+    for i, entry in enumerate(data["checkpoints"], 1):
+        bad = f"{what} is malformed: entry {i}"
+        if not isinstance(entry, dict):
+            raise ModelError(f"{bad} is not an object")
+        if not valid_model_id(entry.get("model")):
+            raise ModelError(f"{bad}: 'model' is missing or not a model name")
+        if not _is_int(entry.get("quality"), 0, MAX_LEVELS):
+            raise ModelError(f"{bad}: 'quality' is missing or not a whole number 0 … {MAX_LEVELS}")
+        if not plain_file_name(entry.get("file")):
+            raise ModelError(f"{bad}: 'file' must be a file name inside the checkpoints folder, "
+                             f"not {entry.get('file')!r}")
+        if not _is_sha256(entry.get("sha256")):
+            raise ModelError(f"{bad}: 'sha256' is missing or not 64 lowercase hex digits")
+    return list(data["checkpoints"])
+
+
+def _open_checkpoint(path: Path):
+    """``path`` open for reading, refused unless it is a regular file of at most ``MAX_CHECKPOINT_BYTES``."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise ModelError(f"cannot read checkpoint {path}: {describe(exc)}") from None
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise ModelError(f"checkpoint {path} is not a regular file")
+    if st.st_size > MAX_CHECKPOINT_BYTES:
+        f.close()
+        raise ModelError(f"checkpoint {path.name} has {st.st_size} bytes, more than a checkpoint may have "
+                         f"({MAX_CHECKPOINT_BYTES})")
+    return f
+
+
+def _streamed_sha256(f, path: Path) -> str:
+    """The sha256 of the rest of ``f``, read in blocks (at most ``MAX_CHECKPOINT_BYTES``)."""
+    h, n = hashlib.sha256(), 0
+    for block in iter(lambda: f.read(_READ_BLOCK), b""):
+        n += len(block)
+        if n > MAX_CHECKPOINT_BYTES:
+            raise ModelError(f"checkpoint {path.name} grew past {MAX_CHECKPOINT_BYTES} bytes while it was read")
+        h.update(block)
     return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a checkpoint file, read in blocks (a regular file of at most ``MAX_CHECKPOINT_BYTES``)."""
+    path = Path(path)
+    with _open_checkpoint(path) as f:
+        return _streamed_sha256(f, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,15 +317,21 @@ def read_checkpoint(path: Path, expected_sha256: str | None = None):
     from safetensors.torch import load
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except PermissionError:
-        raise ModelError(f"cannot read checkpoint {path}: permission denied") from None
-    except OSError as exc:
-        raise ModelError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    mismatch = f"checkpoint {path.name} does not match its manifest sha256 (tampered or stale)"
+    with _open_checkpoint(path) as f:
+        if expected_sha256 is not None:  # a file that is not the shipped one is refused before it is held
+            if _streamed_sha256(f, path) != expected_sha256:
+                raise ModelError(mismatch)
+            f.seek(0)
+        try:
+            data = f.read(MAX_CHECKPOINT_BYTES + 1)
+        except OSError as exc:
+            raise ModelError(f"cannot read checkpoint {path}: {describe(exc)}") from None
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        raise ModelError(f"checkpoint {path.name} grew past {MAX_CHECKPOINT_BYTES} bytes while it was read")
     digest = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and digest != expected_sha256:
-        raise ModelError(f"checkpoint {path.name} does not match its manifest sha256 (tampered or stale)")
+        raise ModelError(mismatch)
     # Everything the header says is checked before a tensor is allocated.
     try:
         header = _safetensors_header(data)
@@ -254,7 +346,59 @@ def read_checkpoint(path: Path, expected_sha256: str | None = None):
         tensors = load(data)
     except (SafetensorError, ValueError, OSError) as exc:
         raise ModelError(f"{path.name} is not a safetensors checkpoint ({exc})") from None
+    check_tensors(tensors, path.name)
     return tensors, config, extra, digest
+
+
+def check_tensors(tensors: dict, name: str) -> None:
+    """Refuse weights the codec cannot trust (one ``ModelError`` line naming checkpoint ``name``):
+    a NaN or infinite value in any floating tensor (a diverged run would "decode" to a black
+    image), and entropy tables the coder would choke on (``check_entropy_tables``)."""
+    import numpy as np  # deferred: as torch, only loading weights needs it (``imgcodec --help`` imports neither)
+
+    arrays = {key: _numpy(t) for key, t in tensors.items()}
+    for key, a in arrays.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ModelError(f"checkpoint {name}: {key} holds NaN or infinite values")
+    for key, a in arrays.items():
+        if key.endswith("_quantized_cdf"):
+            prefix = key[: -len("_quantized_cdf")]
+            check_entropy_tables(a, arrays.get(prefix + "_cdf_length"), arrays.get(prefix + "_offset"),
+                                 f"checkpoint {name}: the entropy tables {prefix.rstrip('.')}")
+        elif key.endswith("scale_table") and not (a > 0).all():
+            raise ModelError(f"checkpoint {name}: {key} holds a scale that is not positive")
+
+
+def _numpy(t):
+    """A CPU tensor's values as numpy (no copy for the usual dtypes; numpy's reductions do not wait
+    on torch's thread pool, which on a busy machine costs 0.1 s a tensor)."""
+    return (t.float() if t.dtype.is_floating_point and t.dtype.itemsize < 4 else t).numpy()
+
+
+def check_entropy_tables(cdf, lengths, offsets, what: str) -> None:
+    """compressai's quantized CDFs as its coder needs them, or a ``ModelError`` starting with ``what``:
+    one row per table, each of ``lengths[i]`` (3 … row width) values rising strictly from 0 to
+    ``2**CDF_PRECISION`` (every symbol a frequency of at least 1: a zero frequency makes the
+    encoder divide by zero), and offsets within ``MAX_OFFSET``."""
+    import numpy as np  # deferred: see check_tensors
+
+    if lengths is None or offsets is None:
+        raise ModelError(f"{what}: the lengths or offsets are missing")
+    if cdf.ndim != 2 or any(a.dtype.kind not in "iu" for a in (cdf, lengths, offsets)):
+        raise ModelError(f"{what}: not a table of whole numbers")
+    cdf, lengths, offsets = cdf.astype(np.int64), lengths.reshape(-1).astype(np.int64), offsets.reshape(-1).astype(np.int64)
+    rows, width = cdf.shape
+    if not rows or len(lengths) != rows or len(offsets) != rows:
+        raise ModelError(f"{what}: {rows} tables, {len(lengths)} lengths and {len(offsets)} offsets")
+    if not ((lengths >= 3) & (lengths <= width)).all():
+        raise ModelError(f"{what}: a table length outside 3 … {width}")
+    if not (np.abs(offsets) <= MAX_OFFSET).all():
+        raise ModelError(f"{what}: an offset beyond ±{MAX_OFFSET}")
+    inside = np.arange(1, width)[None, :] < lengths[:, None]  # the steps between entries of each table
+    last = cdf[np.arange(rows), lengths - 1]
+    if not (cdf[:, 0] == 0).all() or not (last == 1 << CDF_PRECISION).all() \
+            or not ((cdf[:, 1:] > cdf[:, :-1]) | ~inside).all():
+        raise ModelError(f"{what}: a table does not rise strictly from 0 to {1 << CDF_PRECISION}")
 
 
 def _safetensors_header(data: bytes) -> dict:
