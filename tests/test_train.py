@@ -195,7 +195,7 @@ def test_kill_9_then_resume(home, images, tmp_path):
     env = dict(os.environ, IMGCODEC_HOME=str(home))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # 20 steps take seconds; minutes where the cores are busy
         # one read per poll: the live process replaces the file (atomically) between any two
         while not (run / STATE_FILE).exists() or time.monotonic() < deadline and state_step(run / STATE_FILE) < 20:
             assert proc.poll() is None and time.monotonic() < deadline
