@@ -30,11 +30,12 @@ def _check_device(device: str) -> str:
 
 
 def _model_name(ctx, param, value):
-    """``--model``: a registered model's name; an empty one is an error, not the default."""
-    if value is not None:
-        from .models import store
+    """``--model`` (one, or several where it repeats): a registered model's name; an empty one is
+    an error, not the default."""
+    from .models import store
 
-        store.load_config(value)  # unknown or empty: one line, before any work
+    for name in (value,) if isinstance(value, str) else value or ():
+        store.load_config(name)  # unknown or empty: one line, before any work
     return value
 
 
@@ -496,7 +497,8 @@ def data_kodak(dest, url, timeout, force):
 @cli.command()
 @click.option("--data", required=True, type=click.Path(), help="Kodak folder (see `imgcodec data kodak`).")
 @click.option("--limit", type=int, help="Only the first N images (a quick trial; needs --results-dir and --docs-dir).")
-@click.option("--model", "models", multiple=True, help="Models to report (default: every shipped one).")
+@click.option("--model", "models", multiple=True, callback=_model_name,
+              help="Models to report (default: every shipped one).")
 @click.option("--codec", "codecs", multiple=True, help="Baselines (default: jpeg, webp, avif).")
 @click.option("--anchor", default="jpeg", show_default=True, help="Curve the BD-rates are taken against.")
 @click.option("--anchors", type=click.Path(dir_okay=False),

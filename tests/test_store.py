@@ -165,7 +165,8 @@ def test_an_empty_model_name_is_not_the_default(capsys, tmp_path):
     with pytest.raises(CodecError, match="unknown model ''"):
         imgcodec.encode(photo, model="")
     for args in (["encode", photo, tmp_path / "p.bin"], ["compare-images", photo, "--size", "4KB", "-o",
-                                                          tmp_path / "c.html"]):
+                                                          tmp_path / "c.html"],
+                 ["eval", "--data", tmp_path, "-o", tmp_path / "e.json"], ["report", "--data", tmp_path]):
         code, _, err = run_main(capsys, *args, "--model", "")
         assert code == 1 and err.count("\n") == 1 and err.startswith("imgcodec: error: unknown model ''"), err
     assert not (tmp_path / "p.bin").exists() and not (tmp_path / "c.html").exists()
