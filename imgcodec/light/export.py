@@ -12,6 +12,7 @@ sha256 the graphs come from, each graph's file and sha256, the opset and the tra
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -36,6 +37,35 @@ class _HyperAnalysis(nn.Module):
         return self.model.hyper_analysis(x)
 
 
+class GroupNorm64(nn.Module):
+    """``nn.GroupNorm`` with its statistics in float64, as torch's CPU kernel accumulates them
+    (ONNX Runtime's own normalization sums in float32, and the frame-wide sums drift)."""
+
+    def __init__(self, gn: nn.GroupNorm):
+        super().__init__()
+        self.groups, self.eps = gn.num_groups, gn.eps
+        self.weight, self.bias = gn.weight, gn.bias
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        xd = x.double().reshape(n, self.groups, -1)
+        mean = xd.mean(-1, keepdim=True)
+        rstd = torch.rsqrt(((xd - mean) ** 2).mean(-1, keepdim=True) + self.eps)
+        scale = (rstd.float().reshape(n, self.groups, 1) * self.weight.reshape(1, self.groups, -1))
+        shift = self.bias.reshape(1, self.groups, -1) - mean.float() * scale
+        return (x.reshape(n, self.groups, -1, h * w) * scale[..., None] + shift[..., None]).reshape(n, c, h, w)
+
+
+def _exportable(module: nn.Module) -> nn.Module:
+    """``module`` with each ``nn.GroupNorm`` as ``GroupNorm64`` (the same function)."""
+    for name, child in list(module.named_children()):
+        if type(child) is nn.GroupNorm:
+            setattr(module, name, GroupNorm64(child))
+        else:
+            _exportable(child)
+    return module
+
+
 def graphs_of(model) -> dict:
     """``{name: (module, input channels, input side)}`` of the float transforms of ``model``."""
     arch = model.config.architecture
@@ -51,7 +81,7 @@ def graphs_of(model) -> dict:
 
 def export_graph(module: nn.Module, channels: int, side: int) -> bytes:
     """The ONNX graph of ``module`` on (1, channels, H, W) float32, H and W dynamic."""
-    module = module.eval()
+    module = _exportable(copy.deepcopy(module).eval())
     x = torch.rand(1, channels, side, side + 2)
     buf = io.BytesIO()
     with torch.no_grad():
