@@ -193,6 +193,10 @@ def test_untrusted_entropy_tables_and_weights_are_refused_at_load(home, case):
         store.Store.at(home).load_shipped(model, None)
     assert str(info.value).startswith(f"checkpoint {path.name}: ") and says in str(info.value)
     assert "\n" not in str(info.value)
+    from safetensors.numpy import load_file  # the same check on numpy arrays (a runtime without torch)
+
+    with pytest.raises(ModelError, match=re.escape(says)):
+        store.check_tensors(load_file(path), path.name)
     if case == "zeroed-cdf":  # end to end, in a process of its own (the SIGFPE would kill this one)
         src = home / "in.png"
         Image.fromarray(natural_image(16, 16)).save(src)

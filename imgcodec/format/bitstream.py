@@ -270,7 +270,8 @@ def read_layout(fp, max_pixels: int | None = DEFAULT_MAX_PIXELS, check_crc: bool
     and checked against the file's length (a header padded to a gigabyte is refused at once), then,
     with ``check_crc``, the file is read in blocks for its CRC32. ``fp`` is left at the file's start."""
     start = fp.tell()
-    size = fp.seek(0, 2) - start
+    fp.seek(0, 2)
+    size = fp.tell() - start
     fp.seek(start)
     head = fp.read(MAX_HEADER_BYTES)
     _check_start(head, size)

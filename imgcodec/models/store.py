@@ -351,7 +351,8 @@ def read_checkpoint(path: Path, expected_sha256: str | None = None):
 
 
 def check_tensors(tensors: dict, name: str) -> None:
-    """Refuse weights the codec cannot trust (one ``ModelError`` line naming checkpoint ``name``):
+    """Refuse weights the codec cannot trust (one ``ModelError`` line naming checkpoint ``name``;
+    ``tensors``: torch tensors or numpy arrays):
     a NaN or infinite value in any floating tensor (a diverged run would "decode" to a black
     image), and entropy tables the coder would choke on (``check_entropy_tables``)."""
     import numpy as np  # deferred: as torch, only loading weights needs it (``imgcodec --help`` imports neither)
@@ -371,7 +372,9 @@ def check_tensors(tensors: dict, name: str) -> None:
 
 def _numpy(t):
     """A CPU tensor's values as numpy (no copy for the usual dtypes; numpy's reductions do not wait
-    on torch's thread pool, which on a busy machine costs 0.1 s a tensor)."""
+    on torch's thread pool, which on a busy machine costs 0.1 s a tensor); a numpy array as it is."""
+    if not hasattr(t, "numpy"):
+        return t
     return (t.float() if t.dtype.is_floating_point and t.dtype.itemsize < 4 else t).numpy()
 
 
