@@ -41,7 +41,9 @@ def main() -> None:
     # a continuous model codes every quality; another checkpoint, its own
     qualities = loaded.config.qualities if loaded.config.continuous else [loaded.meta.get("quality")]
     for q in qualities:
-        gain, inverse = model.gains(q)
+        with torch.no_grad():
+            point = model.rate_point(q if loaded.config.continuous else None)
+        gain, inverse = point.gain, point.inverse
         exact, rounded = [], []
         for im in images:
             y = tiling.analysis(model, im.rgb)

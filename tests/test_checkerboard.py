@@ -38,7 +38,7 @@ def tiny_config(architecture: str = "checkerboard", norm: str = "gdn", lambdas=(
 def settled(model):
     with torch.no_grad():
         for seed in range(3):
-            model(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed)), quality=1)
+            model(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed)), model.rate_point(1))
     model.eval()
     model.update(force=True)
     return model
@@ -59,7 +59,8 @@ def encoder_latent(model, rgb: np.ndarray, parts, quality) -> torch.Tensor:
     ``round(y − μ) + μ`` with μ from the context of the anchors, all in the fixed point."""
     with torch.inference_mode():
         y = tiling.analysis(model, rgb)
-        gain, inverse = model.gains(quality)
+        point = model.rate_point(quality)
+        gain, inverse = point.gain, point.inverse
         y = (y if gain is None else y * gain).double()
         shape = tuple(y.shape[-2:])
         z_hat = rans.decode_latent(model.entropy_bottleneck, parts[0], hyper_shape(shape))
@@ -82,7 +83,7 @@ def test_decoder_rebuilds_the_encoders_latent(norm, quality):
     assert len(parts) == 3 and all(parts)
     expected = encoder_latent(model, rgb, parts, quality)
     with torch.inference_mode():
-        decoded = model.decompress_latents(parts, (3, 5), quality)
+        decoded = model.decompress_latents(parts, (3, 5), model.rate_point(quality))
     assert torch.equal(decoded, expected)
     with torch.inference_mode():
         want = tiling.synthesis(model, expected, 40, 72)
@@ -99,7 +100,7 @@ def test_reconstruct_is_exactly_what_the_decoder_outputs(quality):
     decoded = decompress_latents(model, compress_latents(model, rgb, quality=quality), 40, 72, quality=quality)
     with torch.inference_mode():
         x = tensors.pad_image(tensors.array_to_tensor(rgb), 48, 80)
-        expected = tensors.tensor_to_array(model.reconstruct(x, quality)[..., :40, :72])
+        expected = tensors.tensor_to_array(model.reconstruct(x, model.rate_point(quality))[..., :40, :72])
     np.testing.assert_array_equal(decoded, expected)
 
 
@@ -168,9 +169,9 @@ def test_a_one_by_one_latent_has_an_empty_second_pass():
     parts = compress_latents(model, rgb, quality=2)
     assert parts[2] == b""
     expected = encoder_latent(model, rgb, parts, 2)
-    assert torch.equal(model.decompress_latents(parts, (1, 1), 2), expected)
+    assert torch.equal(model.decompress_latents(parts, (1, 1), model.rate_point(2)), expected)
     with pytest.raises(BitstreamError, match="a latent part where the image has none"):
-        model.decompress_latents([parts[0], parts[1], b"\0" * 8], (1, 1), 2)
+        model.decompress_latents([parts[0], parts[1], b"\0" * 8], (1, 1), model.rate_point(2))
 
 
 def test_damaged_second_pass_is_refused():
@@ -178,7 +179,7 @@ def test_damaged_second_pass_is_refused():
     parts = compress_latents(model, natural_image(48, 64, seed=8), quality=2)
     for damaged in (parts[2][:-4], parts[2] + b"\0\0\0\0", b""):
         with pytest.raises(BitstreamError):
-            model.decompress_latents([parts[0], parts[1], damaged], (3, 4), 2)
+            model.decompress_latents([parts[0], parts[1], damaged], (3, 4), model.rate_point(2))
 
 
 @pytest.mark.parametrize("source_architecture", ["meanscale", "hyperprior"])
@@ -198,8 +199,9 @@ def test_grown_model_codes_exactly_as_its_source(source_architecture):
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         for q in (1, 2.37, 3):  # the source's q is the grown q + 1 (one level below)
-            a = source.rd_pass(source.coded_latents(source.g_a(x), q), q)
-            b = grown.rd_pass(grown.coded_latents(grown.g_a(x), q + 1), q + 1)
+            p, r = source.rate_point(q), grown.rate_point(q + 1)
+            a = source.rd_pass(source.coded_latents(source.g_a(x), p), p)
+            b = grown.rd_pass(grown.coded_latents(grown.g_a(x), r), r)
             assert close(a[0], b[0]) and close(a[1], b[1])
             torch.manual_seed(4)
             fa = source(x, quality=q)
@@ -232,8 +234,9 @@ def test_shipped_meanscale_grows_into_the_context_model_as_the_same_function():
     with torch.no_grad():
         offset = grown.config.lambdas.index(source.config.lambdas[0])  # the source's q1 is the grown q(1 + offset)
         for q in (1, 4, 6):
-            a = source.rd_pass(source.coded_latents(source.g_a(x), q), q)
-            b = grown.rd_pass(grown.coded_latents(grown.g_a(x), q + offset), q + offset)
+            p, r = source.rate_point(q), grown.rate_point(q + offset)
+            a = source.rd_pass(source.coded_latents(source.g_a(x), p), p)
+            b = grown.rd_pass(grown.coded_latents(grown.g_a(x), r), r)
             # the gains of the levels above a new lowest one are a sum of steps: equal to float rounding
             assert close(a[0], b[0]) and close(a[1], b[1])
 

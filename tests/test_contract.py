@@ -63,11 +63,12 @@ def test_the_contract_is_declared(architecture):
     assert model.stride == 16 and model.latent_parts >= 1
     assert isinstance(model.g_a, torch.nn.Module) and isinstance(model.g_s, torch.nn.Module)
     assert model.footprint == 30  # GDN acts per position: tiles reproduce the whole frame
+    point = model.rate_point(1)
+    assert point.quality == 1 and point.lmbda == model.config.lambdas[0]
     if model.supports_gain_units:
-        gain, inverse = model.gains(1)
-        assert gain.shape == inverse.shape == (1, model.config.M, 1, 1)
+        assert point.gain.shape == point.inverse.shape == (1, model.config.M, 1, 1)
     else:
-        assert model.gains(1) == (None, None)
+        assert (point.gain, point.inverse) == (None, None)
 
 
 @pytest.mark.parametrize("architecture", NAMES)
@@ -82,7 +83,7 @@ def test_round_trip_decodes_what_the_model_predicts(architecture):
         pixels = decompress_latents(model, parts, 48, 80, quality=q)
         with torch.no_grad():
             x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
-            predicted = model.reconstruct(x, q)  # 48 × 80: a multiple of the stride, no padding
+            predicted = model.reconstruct(x, model.rate_point(q))  # 48 × 80: a multiple of the stride, no padding
         predicted = np.clip(np.rint(predicted[0].permute(1, 2, 0).numpy() * 255), 0, 255).astype(np.uint8)
         diff = np.abs(pixels.astype(int) - predicted)
         assert diff.max() <= 1 and np.count_nonzero(diff) <= 1e-3 * diff.size
@@ -97,7 +98,7 @@ def test_the_decoded_latent_does_not_depend_on_the_thread_count(architecture):
         latents = []
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            latents.append(model.decompress_latents(parts, (4, 6), 2))
+            latents.append(model.decompress_latents(parts, (4, 6), model.rate_point(2)))
     finally:
         torch.set_num_threads(before)
     assert torch.equal(latents[0], latents[1])

@@ -48,7 +48,8 @@ def encoder_latent(model, rgb: np.ndarray, quality) -> torch.Tensor:
     """ŷ as the encoder quantized it (round(y·gain)), scaled back by the inverse gain."""
     with torch.inference_mode():
         y = tiling.analysis(model, rgb)
-        gain, inverse = model.gains(quality)
+        point = model.rate_point(quality)
+        gain, inverse = point.gain, point.inverse
         y_hat = torch.round(y if gain is None else y * gain)
         return y_hat if inverse is None else y_hat * inverse
 
@@ -70,14 +71,15 @@ def test_every_norm_decodes_to_what_the_encoder_reconstructed(norm, gain_units, 
     model = build_model(tiny_config(norm, gain_units))
     with torch.no_grad():  # a few training-mode passes: running statistics move off their init
         for seed in range(3):
-            model(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed)), quality=1)
+            model(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed)), model.rate_point(1))
     model.eval()
     model.update(force=True)
     rgb = natural_image(40, 72, seed=1)  # not a multiple of 16 (nor of the hyper-latent's 64)
     parts = compress_latents(model, rgb, quality=quality)
     assert len(parts) == 2
     with torch.inference_mode():  # ŷ is bit-exact; the pixels are its synthesis
-        assert torch.equal(model.decompress_latents(parts, (3, 5), quality), encoder_latent(model, rgb, quality))
+        decoded = model.decompress_latents(parts, (3, 5), model.rate_point(quality))
+        assert torch.equal(decoded, encoder_latent(model, rgb, quality))
     decoded = decompress_latents(model, parts, 40, 72, quality=quality)
     np.testing.assert_array_equal(decoded, expected_reconstruction(model, rgb, quality))
 
@@ -85,7 +87,7 @@ def test_every_norm_decodes_to_what_the_encoder_reconstructed(norm, gain_units, 
 def test_training_pass_and_likelihoods():
     model = build_model(tiny_config())
     x = torch.rand(2, 3, 48, 80)  # latent 3×5: the hyper-latent 1×2, h_s's output cropped
-    out = model(x, quality=3)
+    out = model(x, model.rate_point(3))
     assert out["x_hat"].shape == x.shape
     assert out["likelihoods"]["y"].shape == (2, 16, 3, 5)
     assert out["likelihoods"]["z"].shape == (2, 32, *hyper_shape((3, 5)))

@@ -43,7 +43,7 @@ def settled(model):
     """A few training-mode passes (running statistics move off their init), then ready to code."""
     with torch.no_grad():
         for seed in range(3):
-            model(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed)), quality=1)
+            model(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed)), model.rate_point(1))
     model.eval()
     model.update(force=True)
     return model
@@ -63,7 +63,8 @@ def encoder_latent(model, rgb: np.ndarray, parts, quality) -> torch.Tensor:
     """ŷ as the encoder quantized it, round(y·gain − μ) + μ with μ from the coded ẑ, scaled back."""
     with torch.inference_mode():
         y = tiling.analysis(model, rgb)
-        gain, inverse = model.gains(quality)
+        point = model.rate_point(quality)
+        gain, inverse = point.gain, point.inverse
         y = y if gain is None else y * gain
         z_hat = rans.decode_latent(model.entropy_bottleneck, parts[0], hyper_shape(tuple(y.shape[-2:])))
         mu = model.means(z_hat, y.shape[-2:])
@@ -80,10 +81,11 @@ def test_decoder_adds_the_encoders_means(norm, gain_units, quality):
     parts = compress_latents(model, rgb, quality=quality)
     expected = encoder_latent(model, rgb, parts, quality)
     with torch.inference_mode():
-        decoded_latent = model.decompress_latents(parts, (3, 5), quality)
+        decoded_latent = model.decompress_latents(parts, (3, 5), model.rate_point(quality))
     assert torch.equal(decoded_latent, expected)
     with torch.inference_mode():
-        _, inverse = model.gains(quality)
+        point = model.rate_point(quality)
+        _, inverse = point.gain, point.inverse
         unscaled = expected if inverse is None else expected / inverse
         assert (unscaled - torch.round(unscaled)).abs().max() > 0.1  # the means are really there
         want = tiling.synthesis(model, expected, 40, 72)

@@ -55,8 +55,9 @@ def test_rd_pass_estimates_what_the_coder_writes(photo, name, q):
     model = loaded.model
     h, w, _ = photo.shape
     with torch.inference_mode():
-        latents = model.coded_latents(tiling.analysis(model, photo), q)
-        bits, x_hat = model.rd_pass(latents, q)
+        point = model.rate_point(q)
+        latents = model.coded_latents(tiling.analysis(model, photo), point)
+        bits, x_hat = model.rd_pass(latents, point)
         parts = model.compress_coded(latents)
     real = 8 * sum(map(len, parts))
     assert abs(float(bits) - real) < 0.04 * real + 64, (float(bits), real)

@@ -124,7 +124,7 @@ def test_tiling_costs_at_most_0_05_db_on_kodak(model, kodak_dir):
         h, w, _ = rgb.shape
         with torch.inference_mode():
             parts = codec.compress_latents(model, rgb)
-            y_hat = model.decompress_latents(parts, (h // 16, w // 16))
+            y_hat = model.decompress_latents(parts, (h // 16, w // 16), model.rate_point())
             whole = tiling.synthesis(model, y_hat, h, w, tile=0)
             tiled = tiling.synthesis(model, y_hat, h, w, tile=8)
             tiled_y = tiling.analysis(model, rgb, tile=8)

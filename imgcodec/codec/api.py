@@ -21,6 +21,7 @@ from PIL import Image
 from ..atomic import check_writable, write_bytes_atomic
 from ..errors import BitstreamError, CodecError, InputError, ModelError
 from ..format import bitstream
+from ..models.base import RatePoint
 from ..models.store import DEFAULT_MODEL, LoadedModel, Store, default_store
 from . import ratecontrol, tiling
 from .imageio import CanonicalImage, image_bytes, output_format, read_image, read_input_bytes, to_pil
@@ -31,40 +32,55 @@ __all__ = ["DEFAULT_MODEL", "code_array", "compress_latents", "decode", "decompr
            "encode_canonical", "encode_to_target"]
 
 
+def rate_point(model, quality=None) -> RatePoint:
+    """``model.rate_point(quality)`` for coding, without gradients: the rate point of ``quality``
+    (``None``: the config's default; a ``RatePoint`` is taken as it is)."""
+    with torch.no_grad():
+        return model.rate_point(quality)
+
+
 def compress_latents(model, rgb: np.ndarray, device: str = "cpu", quality=None, y=None, refine: int = 0) -> list[bytes]:
-    """The latent payload parts of an (H, W, 3) uint8 image at ``quality`` (``None``: the config's default).
+    """The latent payload parts of an (H, W, 3) uint8 image at ``quality`` (``None``: the config's
+    default; or a ``RatePoint`` of ``model``), resolved once here.
 
     ``y``: the analysis ``tiling.analysis(model, rgb)``, if already computed (rate control analyses
     once for every quality of the same weights). ``refine``: steps of encoder-side
     refinement of the latents (``refine.py``; 0: none).
     """
+    point = rate_point(model, quality)
     if refine:
-        latents = refine_latents(model, rgb, quality, refine, device=device, y=y)
+        latents = refine_latents(model, rgb, point, refine, device=device, y=y)
         with torch.inference_mode():
             return model.compress_coded(latents)
-    return _compress_latents(model, rgb, device, quality, y)
+    return _compress_latents(model, rgb, device, point, y)
 
 
 @torch.inference_mode()
-def _compress_latents(model, rgb: np.ndarray, device: str, quality, y) -> list[bytes]:
+def _compress_latents(model, rgb: np.ndarray, device: str, point: RatePoint, y) -> list[bytes]:
     if y is None:
         y = tiling.analysis(model, rgb, device)  # in overlapping tiles above a size: see tiling.py
     # compress_coded refuses latents the rANS coder cannot take (NaN, or 2**27 and above).
-    return model.compress_coded(model.coded_latents(y, quality))
+    return model.compress_coded(model.coded_latents(y, point))
+
+
+def decompress_latents(model, parts, height: int, width: int, device: str = "cpu", quality=None) -> np.ndarray:
+    """The (height, width, 3) uint8 image of the latent payload parts ``model.compress_coded`` wrote
+    at ``quality`` (``None``: the config's default; or a ``RatePoint`` of ``model``)."""
+    return _decompress_latents(model, parts, height, width, device, rate_point(model, quality))
 
 
 @torch.inference_mode()
-def decompress_latents(model, parts, height: int, width: int, device: str = "cpu", quality=None) -> np.ndarray:
-    """The (height, width, 3) uint8 image of the latent payload parts ``model.compress_coded`` wrote."""
+def _decompress_latents(model, parts, height: int, width: int, device: str, point: RatePoint) -> np.ndarray:
     ph, pw = padded_size(height, width, model.stride)
-    y_hat = model.decompress_latents(parts, (ph // model.stride, pw // model.stride), quality)
+    y_hat = model.decompress_latents(parts, (ph // model.stride, pw // model.stride), point)
     return tiling.synthesis(model, y_hat, height, width, device)
 
 
 def code_array(model, rgb: np.ndarray, device: str = "cpu", quality=None) -> tuple[int, np.ndarray]:
     """Round trip through the real entropy coder: (payload bytes, decoded image)."""
-    parts = compress_latents(model, rgb, device, quality)
-    return sum(map(len, parts)), decompress_latents(model, parts, rgb.shape[0], rgb.shape[1], device, quality)
+    point = rate_point(model, quality)
+    parts = compress_latents(model, rgb, device, point)
+    return sum(map(len, parts)), decompress_latents(model, parts, rgb.shape[0], rgb.shape[1], device, point)
 
 
 def encode_canonical(img: CanonicalImage, loaded: LoadedModel, device: str = "cpu", y=None,

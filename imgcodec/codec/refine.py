@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 from contextvars import ContextVar
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -82,7 +83,8 @@ def rd_loss(bpp: torch.Tensor, x_hat: torch.Tensor, x: torch.Tensor, lmbda: floa
 def refine_latents(model, rgb: np.ndarray, quality=None, steps: int = 50, lr: float = DEFAULT_LR,
                    device: str = "cpu", y=None) -> tuple:
     """The coded latents of an (H, W, 3) uint8 image after ``steps`` steps of refinement: the tuple
-    of ``model.coded_latents``, to pass to ``model.compress_coded``.
+    of ``model.coded_latents``, to pass to ``model.compress_coded``.  ``quality``: a quality
+    (``None``: the config's default) or a ``RatePoint`` of ``model``.
 
     ``y``: the analysis ``tiling.analysis(model, rgb)``, if already computed.
     """
@@ -97,11 +99,15 @@ def refine_latents(model, rgb: np.ndarray, quality=None, steps: int = 50, lr: fl
     config = model.config
     if config.training.metric != "mse":
         raise CodecError(f"--refine optimizes MSE; model {config.name!r} was trained for {config.training.metric}")
-    lmbda = config.lmbda(quality if quality is not None else config.default_quality)
+    with torch.no_grad():  # the gains are constants here, and ordinary tensors (not inference ones)
+        point = model.rate_point(quality)
+        if point.gain is not None:
+            point = replace(point, gain=point.gain.clone(), inverse=point.inverse.clone())
+    lmbda = point.lmbda
     with torch.inference_mode():
         if y is None:
             y = tiling.analysis(model, rgb, device)
-        start = model.coded_latents(y, quality)
+        start = model.coded_latents(y, point)
     # Outside inference mode, as ordinary tensors that can carry a gradient.
     with torch.inference_mode(False), torch.enable_grad():
         x = array_to_tensor(rgb, device).clone()
@@ -121,7 +127,7 @@ def refine_latents(model, rgb: np.ndarray, quality=None, steps: int = 50, lr: fl
             optimizer = torch.optim.Adam(latents, lr=lr)
             for step in range(steps + 1):
                 with torch.no_grad():  # J of what the coder would write now
-                    j = objective(model.rd_pass(tuple(latents), quality))
+                    j = objective(model.rd_pass(tuple(latents), point))
                 if j < best_j:
                     best_j, best = j, [t.detach().clone() for t in latents]
                 if step == steps:
@@ -130,7 +136,7 @@ def refine_latents(model, rgb: np.ndarray, quality=None, steps: int = 50, lr: fl
                 tau = TAU_START * (TAU_END / TAU_START) ** progress
                 for group in optimizer.param_groups:
                     group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * progress))
-                soft = model.rd_pass(tuple(latents), quality, rounding=lambda v, offset: round_soft(v, offset, tau))
+                soft = model.rd_pass(tuple(latents), point, rounding=lambda v, offset: round_soft(v, offset, tau))
                 optimizer.zero_grad(set_to_none=True)
                 objective(soft, as_tensor=True).backward()
                 optimizer.step()

@@ -1,4 +1,4 @@
-"""The models: the contract every architecture implements (``base.CodecModel``), the architectures
+"""The models: the contract every architecture implements (``base.CodecModel``, its ``RatePoint``), the architectures
 (``factorized``, ``hyperprior``) built by name (``registry``), gain units (``gain``), the norm registry
 and its layers (``norms``), the transforms (``transforms``), growth from trained weights (``growth``),
 configs (``config``) and the store of configs and verified weights (``store``).

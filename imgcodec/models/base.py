@@ -1,17 +1,19 @@
-"""The model contract (``CodecModel``) and what every architecture shares: the coder's rounding,
-its differentiable stand-ins, full-precision entropy models and the rate of a training pass."""
+"""The model contract (``CodecModel``), the rate point its methods take (``RatePoint``), and what
+every architecture shares: the coder's rounding, its differentiable stand-ins, full-precision
+entropy models and the rate of a training pass."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import ModelError
 from ..format import rans
 from .compressai_parts import CompressionModel
-from .config import ModelConfig
+from .config import ModelConfig, level_of
 from .norms import get_norm
 
 
@@ -84,24 +86,48 @@ def round_hard(v: torch.Tensor, offset: torch.Tensor | float = 0.0) -> torch.Ten
 LOCAL_FOOTPRINT = 30
 
 
+@dataclass(frozen=True, eq=False)
+class RatePoint:
+    """One rate point of a model, resolved once (:meth:`CodecModel.rate_point`) and passed to its
+    methods: the normalized ``quality`` (an ``int`` when whole, else hundredths), its ``lmbda``
+    (λ) and, for a model with gain units, the ``gain`` and ``inverse`` gain, (1, M, 1, 1) each on
+    the model's device (``None`` without gain units).  Resolved with gradients enabled (training)
+    the gains carry the gradient of the learned gain units."""
+
+    quality: int | float
+    lmbda: float
+    gain: torch.Tensor | None = None
+    inverse: torch.Tensor | None = None
+
+
 class CodecModel(CompressionModel):
     """The contract every architecture implements in full; the codec, tiling, rate control,
     refinement and the trainer call only these members.
 
+    Declared:
+
+    - ``g_a``, ``g_s``: the analysis and synthesis transforms (``nn.Sequential``), which tiling runs
+      directly;
     - ``stride``: pixels per latent of ``g_a`` (the input is padded to a multiple of it);
     - ``latent_parts``: how many payload parts ``compress_coded`` writes (the header's K);
-    - ``supports_gain_units``: whether a config may ask for gain units (one set of weights, every
-      quality); ``grows_from``: the architectures whose trained weights :meth:`grow_from` takes;
     - :attr:`footprint`: pixels of context either side of one value of ``g_a``/``g_s``, or ``None``
       when a norm with spatial statistics makes every value depend on the whole frame (never tiled);
-    - ``forward(x, quality, quantization)``: the training pass, ``{"x_hat", "likelihoods"}``;
-    - ``coded_latents(y, quality)``: the tensors the coder codes for the analysis ``y = g_a(x)``;
-    - ``rd_pass(latents, quality, rounding)``: ``(bits, x̂)`` of coding them, differentiable;
-    - ``compress_coded(latents)``: the payload parts; ``decompress_latents(parts, shape, quality)``:
-      the ``ŷ`` that ``g_s`` synthesises, decoded from them;
-    - ``gains(quality)``: the gain and inverse gain of a quality, ``(None, None)`` without gain units.
+    - ``supports_gain_units``: whether a config may ask for gain units (one set of weights, every
+      quality); ``grows_from``: the architectures whose trained weights :meth:`grow_from` takes.
 
-    ``quality=None`` means the config's default quality.
+    Methods; ``point`` is a :class:`RatePoint` of this model, resolved once by the caller:
+
+    - ``rate_point(quality)``: the rate point of a quality (``None``: the config's default),
+      validated and normalized once; no method re-normalizes;
+    - ``forward(x, point, quantization)``: the training pass, ``{"x_hat", "likelihoods"}``
+      (``point=None``: the default rate point, as for ``reconstruct``);
+    - ``coded_latents(y, point)``: the tensors the coder codes for the analysis ``y = g_a(x)``;
+    - ``rd_pass(latents, point, rounding)``: ``(bits, x̂)`` of coding them, differentiable in the
+      latents (the objective of refinement);
+    - ``compress_coded(latents)``: the payload parts; ``decompress_latents(parts, shape, point)``:
+      the ``ŷ`` that ``g_s`` synthesises, decoded from them;
+    - ``reconstruct(x, point)``: what the decoder will output, without coding;
+    - ``grow_from(source)``, ``grow_latent(source)``: take trained weights as the same function.
     """
 
     stride = 16
@@ -109,6 +135,8 @@ class CodecModel(CompressionModel):
     supports_gain_units = False
     grows_from: tuple[str, ...] = ()
     config: ModelConfig
+    g_a: torch.nn.Sequential
+    g_s: torch.nn.Sequential
 
     @property
     def footprint(self) -> int | None:
@@ -121,23 +149,38 @@ class CodecModel(CompressionModel):
             return LOCAL_FOOTPRINT
         return None
 
-    def forward(self, x: torch.Tensor, quality=None, quantization: str = "noise") -> dict:
-        raise NotImplementedError
+    def rate_point(self, quality=None) -> RatePoint:
+        """The rate point of ``quality`` (``None``: the config's default): checked and normalized
+        once (``ModelConfig.normalize_quality``), with its λ and the gains of the gain units
+        (differentiable where gradients are enabled).  A ``RatePoint`` (of this model) is returned
+        as it is, so that a helper may take either."""
+        if isinstance(quality, RatePoint):
+            return quality
+        config = self.config
+        q = config.normalize_quality(config.default_quality if quality is None else quality)
+        level = level_of(q)
+        gain, inverse = self.level_gains(*level)
+        return RatePoint(q, config.lmbda_at(*level), gain, inverse)
 
-    def gains(self, quality=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def level_gains(self, i: int, t: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Gain and inverse gain the fraction ``t`` of the way from level ``i`` to ``i + 1``;
+        ``(None, None)`` without gain units."""
         return None, None
 
-    def coded_latents(self, y: torch.Tensor, quality=None) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, point: RatePoint | None = None, quantization: str = "noise") -> dict:
         raise NotImplementedError
 
-    def rd_pass(self, latents: tuple[torch.Tensor, ...], quality=None,
+    def coded_latents(self, y: torch.Tensor, point: RatePoint) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def rd_pass(self, latents: tuple[torch.Tensor, ...], point: RatePoint,
                 rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
     def compress_coded(self, latents: tuple[torch.Tensor, ...]) -> list[bytes]:
         raise NotImplementedError
 
-    def decompress_latents(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
+    def decompress_latents(self, parts, shape: tuple[int, int], point: RatePoint) -> torch.Tensor:
         raise NotImplementedError
 
     def grow_from(self, source: "CodecModel") -> None:
@@ -149,7 +192,9 @@ class CodecModel(CompressionModel):
         raise ModelError(f"architecture {self.config.architecture!r} does not grow along M")
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, quality=None) -> torch.Tensor:
-        """What the decoder will output for ``x`` (rounding as the coder does), without coding."""
-        _, x_hat = self.rd_pass(self.coded_latents(self.g_a(x), quality), quality, rounding=round_hard)
+    def reconstruct(self, x: torch.Tensor, point: RatePoint | None = None) -> torch.Tensor:
+        """What the decoder will output for ``x`` (rounding as the coder does), without coding;
+        ``point``: ``None`` for the default rate point."""
+        point = self.rate_point() if point is None else point
+        _, x_hat = self.rd_pass(self.coded_latents(self.g_a(x), point), point, rounding=round_hard)
         return x_hat.clamp_(0, 1)

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from ..errors import BitstreamError
 from ..format import rans
-from .base import check_codable, round_ste
+from .base import RatePoint, check_codable, round_ste
 from .compressai_parts import medians
 from .config import ModelConfig
 from .gain import grown_gain_state
@@ -144,21 +144,22 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         return [z_payload, self._code(q0[..., a], scales0[..., a]), self._code(q1[..., ~a], scales1[..., ~a])]
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, quality=None) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, point: RatePoint | None = None) -> torch.Tensor:
         """What the decoder will output for ``x``, without entropy coding: ``ŷ`` from the coder's
         fixed-point passes (:meth:`rd_pass`'s float parameters differ from them by ~1e-4, enough
         to move a rounding)."""
-        y, z = self.coded_latents(self.g_a(x), quality)
+        point = self.rate_point() if point is None else point
+        y, z = self.coded_latents(self.g_a(x), point)
         m = medians(self.entropy_bottleneck).view(1, -1, 1, 1)
         z_hat = torch.round(z - m) + m  # as rans.decode_latent gives it back
         y_hat = (self._quantize(y, z_hat)[-1] / ONE).float()
-        _, inverse = self.gains(quality)
+        inverse = point.inverse
         if inverse is not None:
             y_hat = y_hat * inverse.detach().to("cpu")
         return self.g_s(y_hat.to(x.device)).clamp_(0, 1)
 
     @torch.no_grad()
-    def decompress_latents(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
+    def decompress_latents(self, parts, shape: tuple[int, int], point: RatePoint) -> torch.Tensor:
         """``ŷ`` (1, M, *shape), scaled back by the inverse gain, from the three parts; checked decoding."""
         z_hat = rans.decode_latent(self.entropy_bottleneck, parts[0], hyper_shape(shape))
         scales0, means0 = self.fixed_hyper_parameters(z_hat, shape)
@@ -168,7 +169,7 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         scales1, means1 = self.fixed_context_parameters(scales0, means0, y_fixed)
         y_fixed[..., ~a] = self._decode(parts[2], scales1[..., ~a]) * ONE + means1[..., ~a]
         y_hat = (y_fixed / ONE).float()
-        _, inverse = self.gains(quality)
+        inverse = point.inverse
         return y_hat if inverse is None else y_hat * inverse.detach().to("cpu")
 
     # -- growth ----------------------------------------------------------------------------------

@@ -47,6 +47,13 @@ class TrainingRecipe:
 _RECIPE_WRITTEN_WHEN_SET = ("optimizer", "schedule", "ema", "quantization", "downscale")
 
 
+def level_of(q: int | float) -> tuple[int, float]:
+    """``(i, t)`` of a quality already normalized (:meth:`ModelConfig.normalize_quality`): it lies
+    the fraction ``t`` of the way from level ``i`` to ``i + 1`` (0-based, ``0 <= t < 1``)."""
+    i = int(q) - 1
+    return i, round(q - int(q), 2)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
@@ -81,7 +88,10 @@ class ModelConfig:
 
     def lmbda(self, quality: float) -> float:
         """The λ of a quality; between two levels of a continuous model, interpolated exponentially."""
-        i, t = self.level(quality)
+        return self.lmbda_at(*self.level(quality))
+
+    def lmbda_at(self, i: int, t: float) -> float:
+        """The λ the fraction ``t`` of the way from level ``i`` to ``i + 1`` (see :meth:`level`)."""
         if t == 0:
             return self.lambdas[i]
         return self.lambdas[i] ** (1 - t) * self.lambdas[i + 1] ** t
@@ -89,9 +99,7 @@ class ModelConfig:
     def level(self, quality: float) -> tuple[int, float]:
         """``(i, t)``: ``quality`` lies the fraction ``t`` of the way from level ``i`` to ``i + 1``
         (0-based, ``0 <= t < 1``; ``t = 0`` at every whole quality)."""
-        q = self.normalize_quality(quality)
-        i = int(q) - 1
-        return i, round(q - int(q), 2)
+        return level_of(self.normalize_quality(quality))
 
     def normalize_quality(self, quality) -> int | float:
         """A valid quality of this model, canonical: an ``int`` when whole, else a float in hundredths.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..format import rans
-from .base import CodecModel, check_codable, full_precision, round_ste
+from .base import CodecModel, RatePoint, check_codable, full_precision, round_ste
 from .compressai_parts import EntropyBottleneck, factorized_likelihood, medians
 from .config import ModelConfig
 from .transforms import build_transforms
@@ -33,10 +33,10 @@ class FactorizedPrior(CodecModel):
         self.g_a, self.g_s = build_transforms(config)
         self.entropy_bottleneck = EntropyBottleneck(config.M)
 
-    def forward(self, x: torch.Tensor, quality=None, quantization: str = "noise") -> dict:
+    def forward(self, x: torch.Tensor, point: RatePoint | None = None, quantization: str = "noise") -> dict:
         """Training pass: additive uniform noise stands in for rounding in the rate; with
         ``quantization="mixed"`` g_s gets the rounded latents (straight-through) instead, as the
-        decoder will.  ``quality`` is unused: one set of weights is one rate point."""
+        decoder will.  ``point`` is unused: one set of weights is one rate point."""
         y = self.g_a(x)
         with full_precision(y):
             y_hat, y_likelihoods = self.entropy_bottleneck(y.float())
@@ -45,11 +45,12 @@ class FactorizedPrior(CodecModel):
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods}}
 
-    def coded_latents(self, y: torch.Tensor, quality=None) -> tuple[torch.Tensor, ...]:
+    def coded_latents(self, y: torch.Tensor, point: RatePoint) -> tuple[torch.Tensor, ...]:
         """The tensors the coder codes for the analysis ``y``: here ``(y,)``."""
         return (y,)
 
-    def rd_pass(self, latents: tuple[torch.Tensor, ...], quality=None, rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor]:
+    def rd_pass(self, latents: tuple[torch.Tensor, ...], point: RatePoint,
+                rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor]:
         """``(bits, x̂)`` of coding ``latents`` as the coder will (rounding about the medians; by
         default straight-through, or ``rounding(v, offset)``), differentiable in the latents: the
         objective of ``refine``."""
@@ -65,7 +66,7 @@ class FactorizedPrior(CodecModel):
         return [self.entropy_bottleneck.compress(y)[0]]
 
     @torch.no_grad()
-    def decompress_latents(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
+    def decompress_latents(self, parts, shape: tuple[int, int], point: RatePoint) -> torch.Tensor:
         """``ŷ`` (1, M, *shape) from the part ``[ŷ]``; checked decoding (compressai's own decoder
         reads past its buffer on crafted payloads)."""
         return rans.decode_latent(self.entropy_bottleneck, parts[0], shape)

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from ..errors import ModelError
 from ..format import rans
-from .base import CodecModel, check_codable, embed, full_precision, round_ste
+from .base import CodecModel, RatePoint, check_codable, embed, full_precision, round_ste
 from .compressai_parts import (
     EntropyBottleneck,
     GaussianConditional,
@@ -129,11 +129,11 @@ class ScaleHyperprior(CodecModel):
         self.gaussian_conditional = GaussianConditional(None)
         self.gain = GainUnits(config.lambdas, M) if config.gain_units else None
 
-    def gains(self, quality=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Gain and inverse gain of ``quality`` (default: the config's), or ``(None, None)``."""
+    def level_gains(self, i: int, t: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The gain units' gain and inverse gain at ``(i, t)``, or ``(None, None)`` without them."""
         if self.gain is None:
             return None, None
-        return self.gain(*self.config.level(self.config.default_quality if quality is None else quality))
+        return self.gain(i, t)
 
     def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
         """``z = h_a(|y|)``: the scales need only the magnitudes."""
@@ -150,12 +150,13 @@ class ScaleHyperprior(CodecModel):
         decoded values it may read); here the hyperprior's as they are."""
         return scales, means
 
-    def forward(self, x: torch.Tensor, quality=None, quantization: str = "noise") -> dict:
-        """Training pass at ``quality`` (a level of the λ ladder): additive uniform noise for rounding
+    def forward(self, x: torch.Tensor, point: RatePoint | None = None, quantization: str = "noise") -> dict:
+        """Training pass at the rate ``point`` (``None``: the default one): additive uniform noise for rounding
         in the rate; with ``quantization="mixed"`` g_s gets ``round(y − μ) + μ`` (straight-through),
         what the decoder will get (Minnen & Singh, ICIP 2020)."""
+        point = self.rate_point() if point is None else point
         y = self.g_a(x)
-        gain, inverse = self.gains(quality)
+        gain, inverse = point.gain, point.inverse
         if gain is not None:
             y = y * gain
         z = self.hyper_analysis(y)
@@ -196,14 +197,15 @@ class ScaleHyperprior(CodecModel):
         table = torch.round(self.gaussian_conditional.scale_table.detach().to("cpu", torch.float64) * 2.0**HS_ACT_BITS)
         return torch.searchsorted(table[:-1].contiguous(), scales.contiguous())
 
-    def coded_latents(self, y: torch.Tensor, quality=None) -> tuple[torch.Tensor, ...]:
-        """The tensors the coder codes for the analysis ``y`` at ``quality``: ``(y·gain, z)``."""
-        gain, _ = self.gains(quality)
+    def coded_latents(self, y: torch.Tensor, point: RatePoint) -> tuple[torch.Tensor, ...]:
+        """The tensors the coder codes for the analysis ``y`` at the rate ``point``: ``(y·gain, z)``."""
+        gain = point.gain
         if gain is not None:
             y = y * gain
         return y, self.hyper_analysis(y)
 
-    def rd_pass(self, latents: tuple[torch.Tensor, ...], quality=None, rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor]:
+    def rd_pass(self, latents: tuple[torch.Tensor, ...], point: RatePoint,
+                rounding=round_ste) -> tuple[torch.Tensor, torch.Tensor]:
         """``(bits, x̂)`` of coding ``latents = (y·gain, z)`` as the coder will (``ẑ`` rounded about
         the medians, ``ŷ`` about its means (zero here); by default straight-through, or ``rounding(v, offset)``; σ from
         the float ``h_s``, which the coder's table rounds up), differentiable in the latents: the
@@ -215,7 +217,7 @@ class ScaleHyperprior(CodecModel):
         y_hat = rounding(y, 0.0 if means is None else means)
         bits = -torch.log2(gaussian_likelihood(self.gaussian_conditional, y_hat, scales, means)).sum()
         bits = bits - torch.log2(factorized_likelihood(self.entropy_bottleneck, z_hat)).sum()
-        _, inverse = self.gains(quality)
+        inverse = point.inverse
         return bits, self.g_s(y_hat if inverse is None else y_hat * inverse)
 
     @torch.no_grad()
@@ -234,7 +236,7 @@ class ScaleHyperprior(CodecModel):
         return [z_payload, self.gaussian_conditional.compress(y, indexes, means)[0]]
 
     @torch.no_grad()
-    def decompress_latents(self, parts, shape: tuple[int, int], quality=None) -> torch.Tensor:
+    def decompress_latents(self, parts, shape: tuple[int, int], point: RatePoint) -> torch.Tensor:
         """``ŷ`` (1, M, *shape), scaled back by the inverse gain, from the parts ``[ẑ, ŷ]``; checked decoding."""
         z_hat = rans.decode_latent(self.entropy_bottleneck, parts[0], hyper_shape(shape))
         indexes = self.scale_indexes(z_hat, shape)
@@ -243,7 +245,7 @@ class ScaleHyperprior(CodecModel):
         means = self.means(z_hat, shape)
         if means is not None:
             y_hat = y_hat + means.to("cpu")
-        _, inverse = self.gains(quality)
+        inverse = point.inverse
         return y_hat if inverse is None else y_hat * inverse.detach().to("cpu")
 
 

@@ -67,9 +67,11 @@ def start(opts: TrainOptions, device: torch.device, precision: Precision, resumi
 
 def train_step(net, t: Trainee, opts: TrainOptions, x: torch.Tensor, quality, lmbda: float, precision: Precision,
                world: int) -> torch.Tensor:
-    """One R-D step and one aux step; returns ``[loss, bpp, mse, aux]`` (on the device)."""
+    """One R-D step and one aux step at ``quality`` (``None``: the config's default) and ``lmbda``;
+    returns ``[loss, bpp, mse, aux]`` (on the device)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision is Precision.BF16):
-        out = net(x, quality=quality, quantization=opts.quantization.value)
+        point = t.model.rate_point(quality)  # the gain units' gains, with their gradient
+        out = net(x, point, quantization=opts.quantization.value)
     bpp = bits_per_pixel(out["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
     # the loss in fp32 whatever the transforms ran in
     loss, mse = rd_loss(bpp, out["x_hat"].float(), x, lmbda, opts.metric.value)
