@@ -204,9 +204,9 @@ def test_grown_model_codes_exactly_as_its_source(source_architecture):
             b = grown.rd_pass(grown.coded_latents(grown.g_a(x), r), r)
             assert close(a[0], b[0]) and close(a[1], b[1])
             torch.manual_seed(4)
-            fa = source(x, quality=q)
+            fa = source(x, source.rate_point(q))
             torch.manual_seed(4)
-            fb = grown(x, quality=q + 1)
+            fb = grown(x, grown.rate_point(q + 1))
             assert close(fa["x_hat"], fb["x_hat"])
             assert all(close(fa["likelihoods"][k], fb["likelihoods"][k]) for k in ("y", "z"))
         gains, inverse = grown.gain.log_gains(), grown.gain.log_inverse

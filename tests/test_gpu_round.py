@@ -48,7 +48,7 @@ def test_gpu_round_rehearsal_on_the_cpu(tmp_path):
     with tarfile.open(out / "logs.tgz") as tar:
         names = sorted(os.path.basename(n) for n in tar.getnames())
         bad_log = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith("bad.log"))).read().decode()
-    assert names == ["bad.log", "good.log"]  # (and NAME.csv, once a run has logged a row: every 50 steps)
-    assert "--patch must be a multiple of 16" in bad_log
+    assert names == ["bad.log", "good.csv", "good.log"]  # a finished run's metrics.csv comes back as NAME.csv
+    assert "--patch must be a positive multiple of 16, not 40" in bad_log
     assert "== good:" in proc.stdout and "== bad:" in proc.stdout
     assert np.isfinite(loaded.meta["train_seconds"])

@@ -516,7 +516,7 @@ def test_trainer_draws_a_level_per_step_and_resumes_exactly(hp_home, tmp_path, m
     def recording(config):
         model = real(config)
         forward = model.forward
-        model.forward = lambda x, quality=None, **kw: seen.append(quality) or forward(x, quality, **kw)
+        model.forward = lambda x, point=None, **kw: seen.append(point.quality) or forward(x, point, **kw)
         return model
 
     monkeypatch.setattr(trainer, "build_model", recording)

@@ -122,9 +122,9 @@ def test_grown_model_codes_exactly_as_its_source(gain_units):
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.manual_seed(4)
-        a = source(x, quality=2)
+        a = source(x, source.rate_point(2))
         torch.manual_seed(4)
-        b = grown(x, quality=2)
+        b = grown(x, grown.rate_point(2))
     assert torch.equal(a["x_hat"], b["x_hat"])
     assert all(torch.equal(a["likelihoods"][k], b["likelihoods"][k]) for k in ("y", "z"))
 

@@ -173,7 +173,7 @@ def test_the_new_latent_channels_get_gradient(architecture):
     g_s's fresh ones (straight-through rounding), from the first step."""
     grown = grow(with_means(build_model(tiny(architecture))), 30).train()
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
-    out = grown(x, 2, quantization="mixed")
+    out = grown(x, grown.rate_point(2), quantization="mixed")
     loss = bits_per_pixel(out["likelihoods"], 64 * 64) + 0.01 * 255**2 * torch.mean((out["x_hat"] - x) ** 2)
     loss.backward()
     new_rows = grown.g_a[-1].weight.grad[12:]
