@@ -144,7 +144,7 @@ def _bypass(x: int, p: int, words: list[int], max_value: int) -> tuple[int, int,
     return x, p, value
 
 
-def decode_latent(entropy_bottleneck, payload: bytes, shape: tuple[int, int]) -> torch.Tensor:
+def decode_latent(entropy_bottleneck, payload: bytes, shape: tuple[int, int]) -> "torch.Tensor":  # noqa: F821 (torch is imported inside: the light runtime has none)
     """``ŷ`` (1, C, h, w) float32 from a payload, exactly as ``EntropyBottleneck.decompress`` gives it."""
     import torch  # deferred: the light runtime decodes with this module and no torch
 
