@@ -52,8 +52,9 @@ for name in json.loads(sys.argv[3]):
 print(json.dumps(results))
 """
 
-# The default model ("") and the factorized model, whose file has one latent part.
-MODELS = ["", "factorized-gdn"]
+# The default model (""), the wider checkerboard model and the factorized model, whose file has one
+# latent part.
+MODELS = ["", "checkerboard-gdn-wide", "factorized-gdn"]
 
 
 def _run(threads: int) -> dict:

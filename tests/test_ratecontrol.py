@@ -140,18 +140,20 @@ def test_command_line(hp_home, hp_store, photo, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "b.bin").exists()
 
 
+@pytest.mark.parametrize("model", [None, "checkerboard-gdn-wide"], ids=["default", "checkerboard-gdn-wide"])
 @pytest.mark.parametrize("fraction", [0.25, 0.7])
-def test_target_size_with_the_shipped_default_model(fraction):
-    """The default model on the bundled photo: the file fits within 2 % of the target (or is of
-    the highest quality, in hundredths, that fits), and decodes to the photo's size."""
+def test_target_size_with_the_shipped_continuous_models(model, fraction):
+    """The default model and the wider one on the bundled photo: the file fits within 2 % of the
+    target (or is of the highest quality, in hundredths, that fits), and decodes to the photo's size."""
     from imgcodec.models import store
 
     photo = Image.open(ROOT / "data" / "sample.png")
-    lo, hi = (len(imgcodec.encode(photo, quality=q)) for q in (2, 6))
+    lo, hi = (len(imgcodec.encode(photo, model=model, quality=q)) for q in (2, 6))
     limit = int(lo + fraction * (hi - lo))
-    data = imgcodec.encode(photo, target_size=limit)
+    data = imgcodec.encode(photo, model=model, target_size=limit)
     header = bitstream.unpack(data).header
-    assert header.model == store.DEFAULT_MODEL
+    assert header.model == (model or store.DEFAULT_MODEL)
     assert len(data) <= limit
-    assert len(data) >= 0.98 * limit or len(imgcodec.encode(photo, quality=round(header.quality + 0.01, 2))) > limit
+    assert len(data) >= 0.98 * limit or len(
+        imgcodec.encode(photo, model=model, quality=round(header.quality + 0.01, 2))) > limit
     assert imgcodec.decode(data).size == photo.size
