@@ -941,7 +941,7 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
         log("\n## scaling (fresh process per size)")
         res["scaling"] = scaling_section(opts.scaling_mp, paths[0], model, qualities[0], opts.threads, log, clock)
     if "models" in opts.sections:
-        log("\n## the architectures against meanscale-gdn (default qualities)")
+        log(f"\n## the shipped models against the default, {store.DEFAULT_MODEL} (default qualities)")
         res["models"] = models_section(images, opts.reps, opts.warmup, log, clock)
     if "train" in opts.sections:
         log("\n## training throughput")
