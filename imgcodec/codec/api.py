@@ -10,7 +10,6 @@ the size and the colour mode to restore, and runs ``decompress_latents`` and the
 
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 
@@ -19,12 +18,12 @@ import torch
 from PIL import Image
 
 from ..atomic import check_writable, write_bytes_atomic
-from ..errors import BitstreamError, CodecError, InputError, ModelError
+from ..errors import BitstreamError, CodecError, ModelError
 from ..format import bitstream
 from ..models.base import RatePoint
 from ..models.store import DEFAULT_MODEL, LoadedModel, Store, default_store
 from . import ratecontrol, tiling
-from .imageio import CanonicalImage, image_bytes, output_format, read_image, read_input_bytes, to_pil
+from .imageio import CanonicalImage, file_bytes, image_bytes, output_format, read_image, read_input_bytes, to_pil
 from .refine import refine_latents
 from .tensors import padded_size
 
@@ -172,20 +171,6 @@ def _model_for(header: bitstream.Header, loaded: LoadedModel | None, store: Stor
             f"(weights {header.weights.hex()}, installed {loaded.config.name} {loaded.sha256[:16]})"
         )
     return loaded
-
-
-def file_bytes(source) -> bytes:
-    """The bytes of an imgcodec file given as bytes, a path (``str`` or ``Path``) or a binary file object."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    if isinstance(source, (str, os.PathLike)):
-        return read_input_bytes(source)
-    if hasattr(source, "read"):
-        data = source.read()
-        if not isinstance(data, (bytes, bytearray)):
-            raise InputError(f"the file object gave {type(data).__name__}, not bytes (open it in binary mode)")
-        return bytes(data)
-    raise InputError(f"cannot decode a {type(source).__name__}: give bytes, a path or a binary file object")
 
 
 def _out_of_memory(exc: Exception) -> bool:

@@ -447,3 +447,17 @@ def save_image(img: Image.Image, path: Path, force: bool = False) -> None:
     """Write ``img`` atomically in the format named by the extension."""
     data = image_bytes(img, path)
     write_atomic(Path(path), lambda f: f.write(data), force=force)
+
+
+def file_bytes(source) -> bytes:
+    """The bytes of an imgcodec file given as bytes, a path (``str`` or ``Path``) or a binary file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        return read_input_bytes(source)
+    if hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise InputError(f"the file object gave {type(data).__name__}, not bytes (open it in binary mode)")
+        return bytes(data)
+    raise InputError(f"cannot decode a {type(source).__name__}: give bytes, a path or a binary file object")

@@ -7,7 +7,6 @@ parts and CRC are those ``codec/api.py`` writes: one format, two runtimes.
 
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import numpy as np
 
 from ..atomic import check_writable, write_bytes_atomic
 from ..codec import ratecontrol
-from ..codec.imageio import CanonicalImage, image_bytes, output_format, read_image, read_input_bytes, to_pil
-from ..errors import BitstreamError, CodecError, InputError, ModelError
+from ..codec.imageio import CanonicalImage, file_bytes, image_bytes, output_format, read_image, read_input_bytes, to_pil
+from ..errors import BitstreamError, CodecError, ModelError
 from ..format import bitstream
 from ..models.store import DEFAULT_MODEL, Store, default_store
 from .checkpoint import load_light
@@ -199,19 +198,6 @@ def _model_for(header: bitstream.Header, store: Store) -> LightModel:
             f"this file was made with other weights of {header.model!r} quality {header.quality} "
             f"(weights {header.weights.hex()}, installed {model.config.name} {model.weights.sha256[:16]})")
     return model
-
-
-def file_bytes(source) -> bytes:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    if isinstance(source, (str, os.PathLike)):
-        return read_input_bytes(source)
-    if hasattr(source, "read"):
-        data = source.read()
-        if not isinstance(data, (bytes, bytearray)):
-            raise InputError(f"the file object gave {type(data).__name__}, not bytes (open it in binary mode)")
-        return bytes(data)
-    raise InputError(f"cannot decode a {type(source).__name__}: give bytes, a path or a binary file object")
 
 
 def parse(data, max_pixels=bitstream.DEFAULT_MAX_PIXELS, store: Store | None = None):
