@@ -96,7 +96,9 @@ class _StepBar:
 
         if step == 1:
             self.close()
-            self.bar = tqdm(total=steps, desc="refine", unit="step", leave=False, file=sys.stderr)
+            # every step drawn (mininterval 0, miniters 1): a step takes a large fraction of a second
+            self.bar = tqdm(total=steps, desc="refine", unit="step", leave=False, file=sys.stderr,
+                            mininterval=0, miniters=1)
         if self.bar is not None:
             self.bar.update(1)
 
