@@ -10,7 +10,6 @@ the size and the colour mode to restore, and runs ``decompress_latents`` and the
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,17 @@ from ..format import bitstream
 from ..models.base import RatePoint
 from ..models.store import DEFAULT_MODEL, LoadedModel, Store, default_store
 from . import ratecontrol, tiling
-from .imageio import CanonicalImage, file_bytes, image_bytes, output_format, read_image, read_input_bytes, to_pil
+from .imageio import (
+    CanonicalImage,
+    file_bytes,
+    image_bytes,
+    output_format,
+    pack_alpha,
+    read_image,
+    read_input_bytes,
+    to_pil,
+    unpack_alpha,
+)
 from .refine import refine_latents
 from .tensors import padded_size
 
@@ -92,7 +101,7 @@ def encode_canonical(img: CanonicalImage, loaded: LoadedModel, device: str = "cp
     parts = compress_latents(model, img.rgb, device, q, y, refine)
     latent = len(parts)
     if img.alpha is not None:
-        parts.append(zlib.compress(img.alpha.tobytes(), 9))
+        parts.append(pack_alpha(img.alpha))
     meta = img.metadata
     parts += [bitstream.pack_metadata(v) for v in meta.values()]
     header = bitstream.Header(
@@ -208,15 +217,7 @@ def decode(
         if _out_of_memory(exc):
             raise MemoryError(str(exc)) from exc
         raise BitstreamError(f"corrupt payload: {exc}") from None
-    alpha = None
-    if h.has_alpha:
-        try:
-            raw = zlib.decompressobj().decompress(stream.parts[k], h.width * h.height + 1)
-        except zlib.error:
-            raise BitstreamError("corrupt alpha plane") from None
-        if len(raw) != h.width * h.height:
-            raise BitstreamError("corrupt alpha plane")
-        alpha = np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
+    alpha = unpack_alpha(stream.parts[k], h.height, h.width) if h.has_alpha else None
     return to_pil(rgb, alpha, gray=h.mode.startswith("L"), metadata=bitstream.unpack_metadata(stream))
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from struct import error as struct_error
@@ -43,7 +44,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..atomic import describe, write_atomic
-from ..errors import CodecError, InputError, OutputError
+from ..errors import BitstreamError, CodecError, InputError, OutputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".gif"}
 OUTPUT_FORMATS = {".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
@@ -461,3 +462,19 @@ def file_bytes(source) -> bytes:
             raise InputError(f"the file object gave {type(data).__name__}, not bytes (open it in binary mode)")
         return bytes(data)
     raise InputError(f"cannot decode a {type(source).__name__}: give bytes, a path or a binary file object")
+
+
+def pack_alpha(alpha: np.ndarray) -> bytes:
+    """The payload part of an alpha plane: its 8-bit values, zlib-compressed (docs/bitstream.md)."""
+    return zlib.compress(alpha.tobytes(), 9)
+
+
+def unpack_alpha(part: bytes, height: int, width: int) -> np.ndarray:
+    """The (height, width) uint8 alpha plane of a payload part, inflated no further than its size."""
+    try:
+        raw = zlib.decompressobj().decompress(part, width * height + 1)
+    except zlib.error:
+        raise BitstreamError("corrupt alpha plane") from None
+    if len(raw) != width * height:
+        raise BitstreamError("corrupt alpha plane")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(height, width)

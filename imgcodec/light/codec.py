@@ -7,14 +7,23 @@ parts and CRC are those ``codec/api.py`` writes: one format, two runtimes.
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import check_writable, write_bytes_atomic
 from ..codec import ratecontrol
-from ..codec.imageio import CanonicalImage, file_bytes, image_bytes, output_format, read_image, read_input_bytes, to_pil
+from ..codec.imageio import (
+    CanonicalImage,
+    file_bytes,
+    image_bytes,
+    output_format,
+    pack_alpha,
+    read_image,
+    read_input_bytes,
+    to_pil,
+    unpack_alpha,
+)
 from ..errors import BitstreamError, CodecError, ModelError
 from ..format import bitstream
 from ..models.store import DEFAULT_MODEL, Store, default_store
@@ -139,7 +148,7 @@ def encode_canonical(img: CanonicalImage, model: LightModel, quality, y=None) ->
     parts = compress_latents(model, img.rgb, quality, y)
     latent = len(parts)
     if img.alpha is not None:
-        parts.append(zlib.compress(img.alpha.tobytes(), 9))
+        parts.append(pack_alpha(img.alpha))
     meta = img.metadata
     parts += [bitstream.pack_metadata(v) for v in meta.values()]
     header = bitstream.Header(
@@ -222,15 +231,7 @@ def decode(data, max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS, store: S
         raise
     except Exception as exc:  # noqa: BLE001 - the rANS decoder rejects a damaged payload in its own words
         raise BitstreamError(f"corrupt payload: {exc}") from None
-    alpha = None
-    if h.has_alpha:
-        try:
-            raw = zlib.decompressobj().decompress(stream.parts[k], h.width * h.height + 1)
-        except zlib.error:
-            raise BitstreamError("corrupt alpha plane") from None
-        if len(raw) != h.width * h.height:
-            raise BitstreamError("corrupt alpha plane")
-        alpha = np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
+    alpha = unpack_alpha(stream.parts[k], h.height, h.width) if h.has_alpha else None
     return to_pil(rgb, alpha, gray=h.mode.startswith("L"), metadata=bitstream.unpack_metadata(stream))
 
 
