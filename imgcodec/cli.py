@@ -330,7 +330,8 @@ def models():
               help="Quality level; its λ comes from the config (a continuous-rate model without -q trains every level).")
 @click.option("--lambda", "lmbda", type=float, help="λ instead of a quality's.")
 @click.option("--data", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Folder of training images (recursive); repeat for several, crops are drawn across all.")
+              help="Folder of training images (recursive); repeat for several: crops are drawn uniformly "
+                   "over all their images, and a folder given twice weighs twice.")
 @click.option("--val", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Held-out folder, validated with the real codec (repeat for several).")
 @click.option("--minutes", type=float, help="Wall-clock budget (the lr decays at the recipe's fraction of it).")

@@ -377,6 +377,23 @@ def test_several_data_folders_feed_one_stream(home, images, tmp_path):
     assert store.load_checkpoint_file(Path(summary["checkpoint"])).meta["data"] == f"{images}, {other}"
 
 
+def test_a_folder_given_twice_weighs_twice_without_a_second_copy(images, tmp_path):
+    """Repeating ``--data`` draws k times as many crops from that folder's images: the list holds
+    its images k times, as the same arrays (memory for one copy)."""
+    from imgcodec.train.data import RandomCrops, load_images
+
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(other / "flat.png")
+    n = len(load_images(images))
+    pooled = load_images([images, other, Path(str(other) + "/")])
+    assert len(pooled) == n + 2 and pooled[n] is pooled[n + 1]
+    crops = RandomCrops(pooled, patch=32, length=600, seed=0)
+    flat = sum(bool((crops[i] * 255 - 7).abs().max() < 0.5) for i in range(600))
+    expected = 600 * 2 / (n + 2)
+    assert abs(flat - expected) < 4 * (expected ** 0.5) + 1  # uniform over the list, duplicates included
+
+
 def test_downscaled_crops_are_smoothed_and_deterministic():
     """Crops drawn at a random scale in [0.5, 1] are the patch size, reproducible from (seed, index),
     and filtered: one-pixel stripes lose most of their contrast."""

@@ -82,14 +82,21 @@ class CropIndices(torch.utils.data.Sampler):
 
 
 def load_images(folders: Path | list[Path]) -> list[np.ndarray]:
-    """Every image under one folder or several, decoded to uint8 RGB and held in memory."""
+    """Every image under one folder or several, decoded to uint8 RGB and held in memory.
+
+    A folder given k times appears k times in the list (the same arrays, held once): crops are drawn
+    uniformly over the list, so repeating a folder draws k times as many crops from each of its images.
+    """
     folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
-    images = []
+    images, loaded = [], {}
     for folder in folders:
-        files = find_images(Path(folder))
-        if not files:
-            raise InputError(f"no images found in {folder}")
-        images.extend(load_rgb_array(f) for f in files)
+        key = Path(folder).resolve()
+        if key not in loaded:
+            files = find_images(Path(folder))
+            if not files:
+                raise InputError(f"no images found in {folder}")
+            loaded[key] = [load_rgb_array(f) for f in files]
+        images.extend(loaded[key])
     return images
 
 
