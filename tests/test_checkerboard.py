@@ -16,7 +16,7 @@ import torch
 from imgcodec.codec import tiling
 from imgcodec.codec.api import compress_latents, decompress_latents
 from imgcodec.errors import BitstreamError, ModelError
-from imgcodec.format import rans
+from imgcodec.models import compressai_parts
 from imgcodec.models.checkerboard import ONE, CheckerboardMeanScale, anchor_mask
 from imgcodec.models.config import ModelConfig
 from imgcodec.models.growth import close, init_from
@@ -63,7 +63,7 @@ def encoder_latent(model, rgb: np.ndarray, parts, quality) -> torch.Tensor:
         gain, inverse = point.gain, point.inverse
         y = (y if gain is None else y * gain).double()
         shape = tuple(y.shape[-2:])
-        z_hat = rans.decode_latent(model.entropy_bottleneck, parts[0], hyper_shape(shape))
+        z_hat = compressai_parts.decode_factorized(model.entropy_bottleneck, parts[0], hyper_shape(shape))
         s0, m0 = model.fixed_hyper_parameters(z_hat, shape)
         a = anchor_mask(shape)
         anchors = torch.where(a, torch.round(y - m0 / ONE) * ONE + m0, 0.0)
@@ -226,8 +226,8 @@ def test_shipped_meanscale_grows_into_the_context_model_as_the_same_function():
     from imgcodec.models.store import default_store
 
     store = default_store()
-    source = store.load_shipped("meanscale-gdn").model
-    grown = build_model(store.load_config("checkerboard-gdn"))
+    source = store.default_store().load_shipped("meanscale-gdn").model
+    grown = build_model(store.default_store().load_config("checkerboard-gdn"))
     init_from(grown, source)
     grown.eval()
     x = torch.from_numpy(natural_image(64, 96, seed=9)).permute(2, 0, 1)[None].float() / 255

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import imgcodec
 from imgcodec.errors import BitstreamError, CodecError
 from imgcodec.format import bitstream, rans
-from imgcodec.models import store
+from imgcodec.models import compressai_parts, store
 from imgcodec.studies import fuzz
 
 
@@ -32,7 +32,7 @@ def seeds():
 
 @pytest.fixture(scope="module")
 def entropy_bottleneck():
-    return store.load_shipped("factorized-gdn", store.load_config("factorized-gdn").default_quality).model.entropy_bottleneck
+    return store.default_store().load_shipped("factorized-gdn").model.entropy_bottleneck
 
 
 def test_short_seeded_campaign():
@@ -143,13 +143,13 @@ def test_rans_decoder_matches_compressai_bit_for_bit(entropy_bottleneck, h, w, s
     y = torch.randn(1, entropy_bottleneck.channels, h, w, generator=g) * scale
     payload = entropy_bottleneck.compress(y)[0]
     expected = entropy_bottleneck.decompress([payload], (h, w))
-    assert torch.equal(rans.decode_latent(entropy_bottleneck, payload, (h, w)), expected)
+    assert torch.equal(compressai_parts.decode_factorized(entropy_bottleneck, payload, (h, w)), expected)
 
 
 def test_rans_decoder_refuses_damaged_streams(entropy_bottleneck):
     y = torch.randn(1, entropy_bottleneck.channels, 3, 4, generator=torch.Generator().manual_seed(3)) * 3
     payload = entropy_bottleneck.compress(y)[0]
-    tables = rans.cdf_tables(entropy_bottleneck)
+    tables = compressai_parts.coder_tables(entropy_bottleneck)
     rans.decode_symbols(payload, tables, 12)
     for bad, why in [
         (b"", "not a whole rANS stream"),
@@ -176,7 +176,7 @@ def test_encoder_refuses_latents_compressai_cannot_code(monkeypatch):
     from imgcodec.codec import api as codec
     from imgcodec.errors import ModelError
 
-    model = store.load_shipped("factorized-gdn", store.load_config("factorized-gdn").default_quality).model
+    model = store.default_store().load_shipped("factorized-gdn").model
     rgb = np.zeros((16, 16, 3), np.uint8)
     for bad in (float("nan"), float(rans.MAX_LATENT)):
         monkeypatch.setattr(codec.tiling, "analysis", lambda *a, **k: torch.full((1, 96, 1, 1), bad))

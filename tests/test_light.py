@@ -27,7 +27,7 @@ from conftest import ROOT
 torch = pytest.importorskip("torch", reason="the comparison with the torch runtime needs imgcodec[train]")
 
 from imgcodec.codec import api  # noqa: E402
-from imgcodec.models import hyperprior  # noqa: E402
+from imgcodec.models import compressai_parts, hyperprior  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden"
 MAX_DIFFERING = 0.001  # the documented bound: ±1 in at most 0.1 % of the values
@@ -56,10 +56,10 @@ def torch_exact_latents(model, parts, shape) -> np.ndarray:
     arch = model.config.architecture
     if arch == "factorized":
         return model.decompress_latents(parts, shape, rate_point(model, None)).numpy()
-    z_hat = rans.decode_latent(model.entropy_bottleneck, parts[0], hyperprior.hyper_shape(shape))
+    z_hat = compressai_parts.decode_factorized(model.entropy_bottleneck, parts[0], hyperprior.hyper_shape(shape))
     if arch in ("hyperprior", "meanscale"):
         indexes = model.scale_indexes(z_hat, shape).numpy()
-        symbols = rans.decode_indexed(parts[1], rans.cdf_tables(model.gaussian_conditional), indexes)
+        symbols = rans.decode_indexed(parts[1], compressai_parts.coder_tables(model.gaussian_conditional), indexes)
         return symbols.reshape(1, model.config.M, *shape).astype(np.float32)
     from imgcodec.models.checkerboard import ONE, anchor_mask
 
@@ -82,7 +82,7 @@ def assert_cross(data: bytes) -> None:
     stream = bitstream.unpack(data)
     h = stream.header
     shape = _shape(h)
-    tm = store.load_shipped(h.model, h.quality).model
+    tm = store.default_store().load_shipped(h.model, h.quality).model
     lm, _ = light.load(None, h.model, h.quality)
     parts = stream.parts[: tm.latent_parts]
     with torch.inference_mode():
@@ -100,7 +100,7 @@ def test_the_fixed_point_constants_agree():
 def test_numpy_fixed_point_equals_the_torch_fixed_point():
     """h_s, h_m, the context and the entropy parameters of the default model on random inputs of
     several sizes, odd ones included: the same integers."""
-    m = store.load_shipped("checkerboard-gdn").model
+    m = store.default_store().load_shipped("checkerboard-gdn").model
     t = {k: v.detach().numpy() for k, v in m.state_dict().items()}
     H, M = m.config.hyper_channels, m.config.M
     rng = np.random.default_rng(0)
@@ -256,7 +256,7 @@ def test_the_bench_times_both_runtimes():
     rgb = (np.random.default_rng(5).random((48, 64, 3)) * 255).astype(np.uint8)
     lines: list[str] = []
     res = bench.runtimes_section([("noise", rgb)], [], reps=1, warmup=0, log=lines.append)
-    shipped = {n for n in store.available_configs() if store.shipped_qualities(n)}
+    shipped = {n for n in store.default_store().configs() if store.default_store().shipped_qualities(n)}
     assert set(res["models"]) == shipped
     assert all(v > 0 for times in res["models"].values() for v in times.values())
     assert "onnx encode s" in lines[0]

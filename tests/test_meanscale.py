@@ -18,8 +18,7 @@ from PIL import Image
 
 from imgcodec.codec import tiling
 from imgcodec.codec.api import compress_latents, decompress_latents
-from imgcodec.format import rans
-from imgcodec.models import store
+from imgcodec.models import compressai_parts, store
 from imgcodec.models.config import ModelConfig
 from imgcodec.models.hyperprior import MeanScaleHyperprior, hyper_shape
 from imgcodec.models.norms import NORMS
@@ -66,7 +65,7 @@ def encoder_latent(model, rgb: np.ndarray, parts, quality) -> torch.Tensor:
         point = model.rate_point(quality)
         gain, inverse = point.gain, point.inverse
         y = y if gain is None else y * gain
-        z_hat = rans.decode_latent(model.entropy_bottleneck, parts[0], hyper_shape(tuple(y.shape[-2:])))
+        z_hat = compressai_parts.decode_factorized(model.entropy_bottleneck, parts[0], hyper_shape(tuple(y.shape[-2:])))
         mu = model.means(z_hat, y.shape[-2:])
         y_hat = torch.round(y - mu) + mu
         return y_hat if inverse is None else y_hat * inverse
@@ -189,7 +188,7 @@ def test_shipped_model_decodes_from_the_file_alone(tmp_path, capsys):
     stream = bitstream.unpack(out.read_bytes())
     assert (stream.header.model, stream.header.quality, stream.header.latent_parts) == ("meanscale-gdn", 4.25, 2)
     assert run_main(capsys, "decode", out, back)[0] == 0
-    model = store.load_shipped("meanscale-gdn", 4.25).model
+    model = store.default_store().load_shipped("meanscale-gdn", 4.25).model
     expected = encoder_latent(model, rgb, stream.parts, 4.25)
     with torch.inference_mode():
         want = tiling.synthesis(model, expected, 96, 160)

@@ -11,7 +11,7 @@ import torch
 
 from imgcodec.errors import BitstreamError
 from imgcodec.format import rans, rans_jit
-from imgcodec.models import store
+from imgcodec.models import compressai_parts, store
 
 pytest.importorskip("numba")
 
@@ -19,7 +19,7 @@ pytest.importorskip("numba")
 @pytest.fixture(scope="module")
 def entropy_bottleneck():
     name = "factorized-gdn"
-    return store.load_shipped(name, store.load_config(name).default_quality).model.entropy_bottleneck
+    return store.default_store().load_shipped(name).model.entropy_bottleneck
 
 
 def _both(monkeypatch, payload: bytes, tables, plane: int):
@@ -35,7 +35,7 @@ def _both(monkeypatch, payload: bytes, tables, plane: int):
 
 def test_same_symbols_and_errors_on_valid_and_damaged_streams(monkeypatch, entropy_bottleneck):
     eb = entropy_bottleneck
-    tables = rans.cdf_tables(eb)
+    tables = compressai_parts.coder_tables(eb)
     rng = random.Random(8)
     g = torch.Generator().manual_seed(8)
     outcomes = set()
@@ -73,15 +73,15 @@ def test_escapes_decode_like_compressai(monkeypatch, entropy_bottleneck):
     y = torch.randn(1, eb.channels, 5, 7, generator=torch.Generator().manual_seed(1)) * 3e5  # every symbol escapes
     payload = eb.compress(y)[0]
     monkeypatch.setenv("IMGCODEC_RANS", "jit")
-    assert torch.equal(rans.decode_latent(eb, payload, (5, 7)), eb.decompress([payload], (5, 7)))
+    assert torch.equal(compressai_parts.decode_factorized(eb, payload, (5, 7)), eb.decompress([payload], (5, 7)))
 
 
 def test_indexed_streams_decode_alike_in_both_decoders():
     """The hyperprior's ŷ (one table per symbol): the compiled loop and the Python one give the same
     symbols, and the same error on a damaged stream."""
-    model = store.load_shipped("hyperprior-gdn").model
+    model = store.default_store().load_shipped("hyperprior-gdn").model
     gc = model.gaussian_conditional
-    tables = rans.cdf_tables(gc)
+    tables = compressai_parts.coder_tables(gc)
     g = torch.Generator().manual_seed(3)
     rng = random.Random(3)
     for scale in (0.5, 4.0, 3e4):
@@ -103,7 +103,7 @@ def test_indexed_streams_decode_alike_in_both_decoders():
 
 
 def test_table_indexes_are_checked(entropy_bottleneck):
-    tables = rans.cdf_tables(entropy_bottleneck)
+    tables = compressai_parts.coder_tables(entropy_bottleneck)
     rans_jit.load()
     with pytest.raises(ValueError, match="out of range"):
         rans_jit.decode(b"\0" * 8, tables, index=np.array([len(tables)]))

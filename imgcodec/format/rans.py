@@ -30,7 +30,7 @@ from ..errors import BitstreamError
 from . import rans_jit
 from .rans_stream import BYPASS_BITS, MAX_BYPASS, MAX_BYPASS_NIBBLES, MAX_LATENT, PRECISION, RANS64_L
 
-__all__ = ["MAX_LATENT", "cdf_tables", "decode_indexed", "decode_latent", "decode_symbols"]
+__all__ = ["MAX_LATENT", "cdf_tables", "decode_indexed", "decode_symbols"]
 
 
 
@@ -46,13 +46,14 @@ def _truncated() -> BitstreamError:
     return BitstreamError("corrupt payload: the entropy-coded stream ends too early")
 
 
-def cdf_tables(entropy_bottleneck) -> list[tuple[list[int], int, int]]:
-    """Per channel: (CDF up to its length, max_value = escape symbol, offset), checked for sanity."""
-    cdf = entropy_bottleneck._quantized_cdf.to("cpu").tolist()
-    lengths = entropy_bottleneck._cdf_length.reshape(-1).to("cpu").tolist()
-    offsets = entropy_bottleneck._offset.reshape(-1).to("cpu").tolist()
+def cdf_tables(cdf, lengths, offsets) -> list[tuple[list[int], int, int]]:
+    """Per table: (CDF up to its length, max_value = escape symbol, offset), checked for sanity.
+
+    ``cdf`` (tables, width) quantized CDFs, ``lengths`` and ``offsets`` one per table: arrays (numpy
+    or anything with ``tolist``) as an entropy model holds them (``models.compressai_parts``
+    reads a model's; ``light.models`` a checkpoint's)."""
     tables = []
-    for row, n, off in zip(cdf, lengths, offsets):
+    for row, n, off in zip(cdf.tolist(), lengths.reshape(-1).tolist(), offsets.reshape(-1).tolist()):
         row = row[:n]
         if n < 3 or row[0] != 0 or row[-1] != 1 << PRECISION or any(b <= a for a, b in zip(row, row[1:])):
             raise BitstreamError("the model's entropy tables are invalid")
@@ -142,13 +143,3 @@ def _bypass(x: int, p: int, words: list[int], max_value: int) -> tuple[int, int,
     value = raw >> 1
     value = -value - 1 if raw & 1 else value + max_value
     return x, p, value
-
-
-def decode_latent(entropy_bottleneck, payload: bytes, shape: tuple[int, int]) -> "torch.Tensor":  # noqa: F821 (torch is imported inside: the light runtime has none)
-    """``ŷ`` (1, C, h, w) float32 from a payload, exactly as ``EntropyBottleneck.decompress`` gives it."""
-    import torch  # deferred: the light runtime decodes with this module and no torch
-
-    tables = cdf_tables(entropy_bottleneck)
-    symbols = decode_symbols(payload, tables, shape[0] * shape[1])
-    medians = entropy_bottleneck._get_medians().detach().to("cpu").reshape(1, -1, 1, 1)
-    return torch.from_numpy(symbols).reshape(1, len(tables), *shape).to(medians.dtype) + medians

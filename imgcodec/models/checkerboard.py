@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from ..errors import BitstreamError
 from ..format import rans
 from .base import RatePoint, check_codable, round_ste
-from .compressai_parts import medians
+from .compressai_parts import coder_tables, decode_factorized, medians
 from .config import ModelConfig
 from .gain import grown_gain_state
 from .hyperprior import HS_ACT_BITS, MeanScaleHyperprior, ScaleHyperprior, fixed_point, hyper_shape, to_fixed
@@ -113,7 +113,7 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
                 raise BitstreamError("corrupt payload: a latent part where the image has none")
             return torch.zeros(scales.shape, dtype=torch.float64)
         indexes = self.fixed_scale_indexes(scales).numpy()
-        symbols = rans.decode_indexed(payload, rans.cdf_tables(self.gaussian_conditional), indexes)
+        symbols = rans.decode_indexed(payload, coder_tables(self.gaussian_conditional), indexes)
         return torch.from_numpy(symbols).reshape(scales.shape).to(torch.float64)
 
     def _quantize(self, y: torch.Tensor, z_hat: torch.Tensor):
@@ -137,7 +137,7 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         y, z = latents
         check_codable(z)
         z_payload = self.entropy_bottleneck.compress(z)[0]
-        z_hat = rans.decode_latent(self.entropy_bottleneck, z_payload, tuple(z.shape[-2:]))
+        z_hat = decode_factorized(self.entropy_bottleneck, z_payload, tuple(z.shape[-2:]))
         a, q0, scales0, q1, scales1, _ = self._quantize(y, z_hat)
         check_codable(q0[..., a])
         check_codable(q1[..., ~a])
@@ -151,7 +151,7 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         point = self.rate_point() if point is None else point
         y, z = self.coded_latents(self.g_a(x), point)
         m = medians(self.entropy_bottleneck).view(1, -1, 1, 1)
-        z_hat = torch.round(z - m) + m  # as rans.decode_latent gives it back
+        z_hat = torch.round(z - m) + m  # as decode_factorized gives it back
         y_hat = (self._quantize(y, z_hat)[-1] / ONE).float()
         inverse = point.inverse
         if inverse is not None:
@@ -161,7 +161,7 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
     @torch.no_grad()
     def decompress_latents(self, parts, shape: tuple[int, int], point: RatePoint) -> torch.Tensor:
         """``ŷ`` (1, M, *shape), scaled back by the inverse gain, from the three parts; checked decoding."""
-        z_hat = rans.decode_latent(self.entropy_bottleneck, parts[0], hyper_shape(shape))
+        z_hat = decode_factorized(self.entropy_bottleneck, parts[0], hyper_shape(shape))
         scales0, means0 = self.fixed_hyper_parameters(z_hat, shape)
         a = anchor_mask(shape)
         y_fixed = torch.zeros_like(means0)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import warnings
 
+import torch
+
+from ..format import rans
 from . import _light
 
 _light.load()
@@ -17,7 +20,7 @@ from compressai.layers import GDN  # noqa: E402
 from compressai.models.base import CompressionModel  # noqa: E402
 
 __all__ = ["EntropyBottleneck", "GaussianConditional", "GDN", "CompressionModel", "medians",
-           "factorized_likelihood", "gaussian_likelihood"]
+           "factorized_likelihood", "gaussian_likelihood", "coder_tables", "decode_factorized"]
 
 
 def medians(eb: EntropyBottleneck):
@@ -36,3 +39,18 @@ def factorized_likelihood(eb: EntropyBottleneck, values):
 def gaussian_likelihood(gc: GaussianConditional, values, scales, means=None):
     """``p(values)`` of already rounded ``values`` under ``gc``'s Gaussians (scales lower-bounded)."""
     return gc.likelihood_lower_bound(gc._likelihood(values, scales, means))
+
+
+def coder_tables(em) -> list[tuple[list[int], int, int]]:
+    """The rANS tables of an ``EntropyBottleneck`` or ``GaussianConditional`` (``rans.cdf_tables``
+    of its quantized CDFs, lengths and offsets), checked."""
+    return rans.cdf_tables(*(t.to("cpu").numpy() for t in (em._quantized_cdf, em._cdf_length, em._offset)))
+
+
+def decode_factorized(eb: EntropyBottleneck, payload: bytes, shape: tuple[int, int]):
+    """``ŷ`` (1, C, h, w) float32 from a payload, exactly as ``EntropyBottleneck.decompress`` gives
+    it, decoded by the bounds-checked ``rans.decode_symbols``."""
+    tables = coder_tables(eb)
+    symbols = rans.decode_symbols(payload, tables, shape[0] * shape[1])
+    m = medians(eb).to("cpu").reshape(1, -1, 1, 1)
+    return torch.from_numpy(symbols).reshape(1, len(tables), *shape).to(m.dtype) + m

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..format import rans
 from .base import CodecModel, RatePoint, check_codable, full_precision, round_ste
-from .compressai_parts import EntropyBottleneck, factorized_likelihood, medians
+from .compressai_parts import EntropyBottleneck, decode_factorized, factorized_likelihood, medians
 from .config import ModelConfig
 from .transforms import build_transforms
 
@@ -69,4 +68,4 @@ class FactorizedPrior(CodecModel):
     def decompress_latents(self, parts, shape: tuple[int, int], point: RatePoint) -> torch.Tensor:
         """``ŷ`` (1, M, *shape) from the part ``[ŷ]``; checked decoding (compressai's own decoder
         reads past its buffer on crafted payloads)."""
-        return rans.decode_latent(self.entropy_bottleneck, parts[0], shape)
+        return decode_factorized(self.entropy_bottleneck, parts[0], shape)

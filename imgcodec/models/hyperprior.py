@@ -15,6 +15,8 @@ from .base import CodecModel, RatePoint, check_codable, embed, full_precision, r
 from .compressai_parts import (
     EntropyBottleneck,
     GaussianConditional,
+    coder_tables,
+    decode_factorized,
     factorized_likelihood,
     gaussian_likelihood,
     medians,
@@ -227,7 +229,7 @@ class ScaleHyperprior(CodecModel):
         check_codable(z)
         z_payload = self.entropy_bottleneck.compress(z)[0]
         # ẑ exactly as the decoder will have it: decoded from the payload.
-        z_hat = rans.decode_latent(self.entropy_bottleneck, z_payload, tuple(z.shape[-2:]))
+        z_hat = decode_factorized(self.entropy_bottleneck, z_payload, tuple(z.shape[-2:]))
         indexes = self.scale_indexes(z_hat, tuple(y.shape[-2:]))
         means = self.means(z_hat, y.shape[-2:])
         if means is not None:
@@ -238,9 +240,9 @@ class ScaleHyperprior(CodecModel):
     @torch.no_grad()
     def decompress_latents(self, parts, shape: tuple[int, int], point: RatePoint) -> torch.Tensor:
         """``ŷ`` (1, M, *shape), scaled back by the inverse gain, from the parts ``[ẑ, ŷ]``; checked decoding."""
-        z_hat = rans.decode_latent(self.entropy_bottleneck, parts[0], hyper_shape(shape))
+        z_hat = decode_factorized(self.entropy_bottleneck, parts[0], hyper_shape(shape))
         indexes = self.scale_indexes(z_hat, shape)
-        symbols = rans.decode_indexed(parts[1], rans.cdf_tables(self.gaussian_conditional), indexes.numpy())
+        symbols = rans.decode_indexed(parts[1], coder_tables(self.gaussian_conditional), indexes.numpy())
         y_hat = torch.from_numpy(symbols).reshape(1, self.config.M, *shape).float()
         means = self.means(z_hat, shape)
         if means is not None:

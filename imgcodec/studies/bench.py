@@ -139,8 +139,9 @@ def bench_qualities(opts: BenchOptions) -> tuple[str, list[int]]:
     name = opts.model or PEER_MODEL
     if opts.qualities:
         return name, list(dict.fromkeys(opts.qualities))
-    config = store.load_config(name)
-    shipped = store.shipped_qualities(name)
+    home = store.default_store()
+    config = home.load_config(name)
+    shipped = home.shipped_qualities(name)
     qs = [config.default_quality] + ([max(shipped)] if shipped else [])
     return name, list(dict.fromkeys(qs))
 
@@ -188,10 +189,11 @@ def peer_section(images, loaded, reps: int, warmup: int, log, clock: str = "wall
     from ..codec import api as codec
     from ..codec.imageio import CanonicalImage
     from ..format import bitstream, rans
+    from ..models import compressai_parts
 
     peer = compressai_peer(loaded)
     eb = loaded.model.entropy_bottleneck
-    tables = rans.cdf_tables(eb)
+    tables = compressai_parts.coder_tables(eb)
     rows, per = [], []
     for name, rgb in images:
         h, w = rgb.shape[:2]
@@ -268,8 +270,8 @@ def split_section(images, paths, loaded, reps: int, log, clock: str = "wall") ->
 
     from ..codec import tiling
     from ..codec.imageio import image_bytes, read_image, to_pil
-    from ..format import bitstream, rans
-    from ..models import store
+    from ..format import bitstream
+    from ..models import compressai_parts, store
 
     model = loaded.model
     eb = model.entropy_bottleneck
@@ -284,7 +286,7 @@ def split_section(images, paths, loaded, reps: int, log, clock: str = "wall") ->
             y = tiling.analysis(model, rgb)
             payload = eb.compress(y)[0]
             shape = tuple(y.shape[-2:])
-            y_hat = rans.decode_latent(eb, payload, shape)
+            y_hat = compressai_parts.decode_factorized(eb, payload, shape)
             out = tiling.synthesis(model, y_hat, h, w)
             add("image read (PNG → RGB)", lambda: read_image(path) if path else None)
             add("analysis transform g_a", lambda: tiling.analysis(model, rgb))
@@ -294,13 +296,14 @@ def split_section(images, paths, loaded, reps: int, log, clock: str = "wall") ->
             add("container + CRC (pack)", lambda: bitstream.pack(hdr, [payload]))
             data = bitstream.pack(hdr, [payload])
             add("container + CRC (unpack)", lambda: bitstream.unpack(data))
-            add("entropy decode (checked)", lambda: rans.decode_latent(eb, payload, shape))
+            add("entropy decode (checked)", lambda: compressai_parts.decode_factorized(eb, payload, shape))
             add("synthesis transform g_s", lambda: tiling.synthesis(model, y_hat, h, w))
             img = to_pil(out, None, False)
             add("image write (RGB → PNG)", lambda: image_bytes(img, Path("x.png")))
             add("image write, PNG compress_level=1 (not shipped)", lambda: img.save(io.BytesIO(), format="PNG", compress_level=1))
-    entry = store.manifest_entry(loaded.config.name, loaded.quality)
-    path = store.checkpoints_dir() / entry["file"] if entry else None
+    home = store.default_store()
+    entry = home.manifest_entry(loaded.config.name, loaded.quality)
+    path = home.checkpoints / entry["file"] if entry else None
     load_s = _median_time(lambda: store.load_checkpoint_file(path, entry["sha256"]), reps, clock=clock) if path else float("nan")
     res = {k: statistics.mean(v) for k, v in stages.items()}
     res["model load (sha256 + safetensors + build), once per process"] = load_s
@@ -421,6 +424,7 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
 
     from ..codec import fastpath, tensors
     from ..format import rans, rans_jit
+    from ..models import compressai_parts
 
     model = loaded.model
     h, w = rgb.shape[:2]
@@ -504,7 +508,7 @@ def techniques_section(loaded, rgb: np.ndarray, reps: int, log, jit_load_s: floa
         y = model.g_a(xcl)
     payload = eb.compress(y)[0]
     shape = tuple(y.shape[-2:])
-    tables = rans.cdf_tables(eb)
+    tables = compressai_parts.coder_tables(eb)
     plane = shape[0] * shape[1]
     t_native = _median_time(lambda: eb.decompress([payload], shape), reps, clock=clock)
     t_py = _median_time(lambda: rans.decode_symbols(payload, tables, plane, decoder="python"), reps, clock=clock)
@@ -682,7 +686,7 @@ def _scaling_child(mp: float, source: str, model: str | None, quality: int | Non
     tile = np.concatenate([tile, tile[:, ::-1]], axis=1)
     rgb = np.ascontiguousarray(np.tile(tile, (-(-reps_h // 2), -(-reps_w // 2), 1))[:side_h, :side_w])
     del tile
-    loaded = store.load_shipped(model, quality)
+    loaded = store.default_store().load_shipped(model, quality)
     rans_jit.load()
     small = CanonicalImage(rgb[:64, :64].copy(), None, False)
     codec.decode(codec.encode_canonical(small, loaded), loaded=loaded)  # warm-up
@@ -749,11 +753,12 @@ def models_section(images, reps: int, warmup: int, log, clock: str = "wall") -> 
     from ..codec.imageio import CanonicalImage
     from ..models import store
 
+    home = store.default_store()
     reference = store.DEFAULT_MODEL
-    names = [name for name, config in store.available_configs().items()
-             if store.shipped_qualities(name) and config.norm == "gdn"]
+    names = [name for name, config in home.configs().items()
+             if home.shipped_qualities(name) and config.norm == "gdn"]
     names = sorted(names, key=lambda n: (n != reference, n))
-    loaded = {n: store.load_shipped(n) for n in names}
+    loaded = {n: home.load_shipped(n) for n in names}
     totals = {n: {"encode": 0.0, "decode": 0.0, "bytes": 0} for n in names}
     for _, rgb in images:
         img = CanonicalImage(rgb, None, False)
@@ -791,12 +796,13 @@ def runtimes_section(images, paths: list[Path], reps: int, warmup: int, log, clo
     from ..models import store
 
     light_models.set_threads(torch.get_num_threads())
-    names = sorted(n for n in store.available_configs() if store.shipped_qualities(n))
+    home = store.default_store()
+    names = sorted(n for n in home.configs() if home.shipped_qualities(n))
     res: dict = {"threads": torch.get_num_threads(), "models": {}}
     rows = []
     for n in names:
-        loaded = store.load_shipped(n)
-        lm, q = light.load(None, n, None)
+        loaded = home.load_shipped(n)
+        lm, q = light.load(home, n, None)
         total = {"torch encode": 0.0, "onnx encode": 0.0, "torch decode": 0.0, "onnx decode": 0.0}
         for _, rgb in images:
             img = CanonicalImage(rgb, None, False)
@@ -854,7 +860,7 @@ def train_section(data: Path, model: str | None, steps: int, threads: int | None
     from ..train import TrainOptions, cpu_has_bf16, time_steps
 
     name = model or DEFAULT_MODEL
-    config = store.load_config(name)
+    config = store.default_store().load_config(name)
     recipe = config.training
     res = {"model": name, "batch_size": recipe.batch_size, "patch": recipe.patch, "steps": steps, "clock": clock,
            "cpu_bf16": cpu_has_bf16()}
@@ -917,12 +923,13 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
     t_jit = time.perf_counter()
     rans_jit.load()  # its one-time cost is reported by `techniques` and `cli`, not in every median
     res["rans_jit_load_s"] = time.perf_counter() - t_jit
-    first = store.load_shipped(model, qualities[0])
+    home = store.default_store()
+    first = home.load_shipped(model, qualities[0])
     if "peer" in opts.sections:
         res["peer"] = {}
         for q in qualities:
             log(f"\n## against compressai's FactorizedPrior, {model} q{q}")
-            res["peer"][q] = peer_section(images, store.load_shipped(model, q), opts.reps, opts.warmup, log, clock)
+            res["peer"][q] = peer_section(images, home.load_shipped(model, q), opts.reps, opts.warmup, log, clock)
     if "split" in opts.sections:
         log(f"\n## where the time goes ({model} q{qualities[0]})")
         res["split"] = split_section(images, paths, first, opts.reps, log, clock)
