@@ -32,10 +32,11 @@ def _check_device(device: str) -> str:
 def _model_name(ctx, param, value):
     """``--model`` (one, or several where it repeats): a registered model's name; an empty one is
     an error, not the default."""
-    from .models import store
+    from .models.store import default_store
 
+    home = default_store()
     for name in (value,) if isinstance(value, str) else value or ():
-        store.load_config(name)  # unknown or empty: one line, before any work
+        home.load_config(name)  # unknown or empty: one line, before any work
     return value
 
 
@@ -193,7 +194,7 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
         targets["target_bpp"] = target_bpp
     pairs = _outputs(inputs, output_dir, ".bin", "output")
     # Everything that can be checked without torch is, before it loads: the model, the quality.
-    config = store.load_config(store.DEFAULT_MODEL if model is None else model)
+    config = store.default_store().load_config(store.DEFAULT_MODEL if model is None else model)
     if quality is not None:
         config.normalize_quality(quality)
 
@@ -248,7 +249,7 @@ def decode(inputs, output_dir, fmt, device, force, no_size_cap, runtime=None):
                 data = bitstream.read_bytes(f, max_pixels=cap)  # a lying header is refused before the payload is read
         header = bitstream.unpack(data, max_pixels=cap).header  # a bad file is refused before torch loads
         try:
-            store.load_config(header.model)
+            store.default_store().load_config(header.model)
         except CodecError as exc:
             raise type(exc)(f"this file needs model {header.model!r} quality {header.quality}: {exc}") from None
         if not _is_stream(dst):

@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--model", default="meanscale-gdn")
     args = ap.parse_args()
     images = evaluate.load_images(args.data)
-    loaded = store.load_shipped(args.model, store.EVERY_QUALITY)
+    loaded = store.default_store().load_shipped(args.model, store.EVERY_QUALITY)
     zero = copy.deepcopy(loaded.model)
     with torch.no_grad():
         zero.h_m[-1].weight.zero_()

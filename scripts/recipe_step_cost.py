@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    recipe = store.load_config(args.model).training
+    recipe = store.default_store().load_config(args.model).training
     print(f"{args.model}: batch {recipe.batch_size} of {recipe.patch}², {args.steps} steps, precision {args.precision}")
     first = None
     for optimizer, quantization in CHOICES:

@@ -22,7 +22,8 @@ def main(path: str) -> None:
         sys.exit(f"{path}: not an evaluation on the 24 Kodak images")
     model = res["name"]
     means = res["results"]
-    entries = store.read_manifest()
+    home = store.default_store()
+    entries = home.read_manifest()
     weights = res["settings"]["weights"]
 
     def figures(i: int) -> dict:
@@ -41,7 +42,7 @@ def main(path: str) -> None:
         if weights.get(str(entry["quality"]), {}).get("sha256") != entry["sha256"]:
             continue  # a result of other weights: leave the entry alone
         entry["kodak"] = figures(means["quality"].index(entry["quality"]))
-    store.write_manifest(entries)
+    home.write_manifest(entries)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from pathlib import Path
 from safetensors import safe_open
 
 from imgcodec.models import store
-from imgcodec.train import ship_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # Metadata of a final checkpoint that its manifest entry keeps (the rest is the config and format).
@@ -34,7 +33,8 @@ def main() -> None:
     args = ap.parse_args()
     with safe_open(str(args.checkpoint), "pt") as f:
         meta = f.metadata() or {}
-    config = store.load_config(args.model)
+    home = store.default_store()
+    config = home.load_config(args.model)
     stored = json.loads(meta.get("config", "{}"))
     if stored.get("name") not in (None, args.model):
         sys.exit(f"{args.checkpoint} holds model {stored.get('name')!r}, not {args.model!r}")
@@ -47,7 +47,7 @@ def main() -> None:
                 entry[key] = meta[key]
     extra = dict(note.split("=", 1) for note in args.note)
     quality = store.EVERY_QUALITY if config.continuous else int(meta.get("quality", 0))
-    name = ship_checkpoint(args.checkpoint, args.model, quality, entry, extra)
+    name = home.ship(args.checkpoint, args.model, quality, entry, extra)
     print(f"shipped {name}")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "export_onnx.py"), args.model], check=True)
 

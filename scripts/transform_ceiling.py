@@ -32,7 +32,7 @@ def main() -> None:
     if args.checkpoint:
         loaded = store.load_checkpoint_file(args.checkpoint)
     else:
-        loaded = store.load_shipped(args.model, store.EVERY_QUALITY)
+        loaded = store.default_store().load_shipped(args.model, store.EVERY_QUALITY)
     model = loaded.model.eval()
     images = evaluate.load_images(args.data)
     print(f"{loaded.config.name} on {len(images)} images of {args.data}")

@@ -108,14 +108,12 @@ def hp_home(tmp_path_factory):
     for i in range(3):
         Image.fromarray(natural_image(48, 40 + 8 * i, seed=i)).save(data / f"{i}.png")
     threads = torch.get_num_threads()
-    store.load_shipped.cache_clear()
     common = dict(home=home, data=data, workers=0, progress=False, ship=True, threads=1, log_every=10,
                   precision="fp32")
     train(TrainOptions(model="tinyhp", out=base / "run", steps=60, **common))
     for q in (1, 2):
         train(TrainOptions(model="tinyhp-fixed", quality=q, out=base / f"run{q}", steps=15, **common))
     yield home
-    store.load_shipped.cache_clear()
     torch.set_num_threads(threads)
 
 

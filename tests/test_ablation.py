@@ -62,7 +62,7 @@ def test_models_command_lists_every_variant():
 def bare_home(tmp_path):
     """A home with this checkout's model configs and no weights at all."""
     home = tmp_path / "home"
-    shutil.copytree(store.models_dir(), home / "models")
+    shutil.copytree(store.default_store().models, home / "models")
     (home / "checkpoints").mkdir()
     return home
 
@@ -196,7 +196,7 @@ def test_tiny_study_runs_resumes_and_refuses_to_mix(tiny, tmp_path):
 def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tmp_path):
     from imgcodec.codec import api as codec
 
-    home, installed = store.Store.at(bare_home), store.read_manifest()
+    home, installed = store.Store.at(bare_home), store.default_store().read_manifest()
     with pytest.raises(StudyError, match="no study summary"):
         ablation.ship(tiny.out, into=home)
     shard = dataclasses.replace(tiny, only=("mabn-q2-b4",))
@@ -219,7 +219,7 @@ def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tm
                              "psnr": round(point["results"]["psnr-rgb"][0], 3)}
     assert entry["lambda"] == 0.0483 and entry["steps"] == 2
     assert home.manifest_entry("factorized-gdn", 2) is None
-    assert store.read_manifest() == installed  # the installation's store is untouched
+    assert store.default_store().read_manifest() == installed  # the installation's store is untouched
 
     # the shipped variant encodes, and its file decodes (naming its model) to the encoder's reconstruction
     import torch

@@ -51,9 +51,10 @@ def test_models_section_times_each_shipped_model_against_the_default(reduced):
     text = "\n".join(lines)
     from imgcodec.models import store
 
-    shipped = {store.load_config(n).architecture for n in res}
+    home = store.default_store()
+    shipped = {home.load_config(n).architecture for n in res}
     assert {"factorized", "hyperprior", "meanscale", "checkerboard"} <= shipped
-    assert {n for n, c in store.available_configs().items() if store.shipped_qualities(n) and c.norm == "gdn"} == set(res)
+    assert {n for n, c in home.configs().items() if home.shipped_qualities(n) and c.norm == "gdn"} == set(res)
     assert res[store.DEFAULT_MODEL]["encode_ratio"] == 1.0 and res[store.DEFAULT_MODEL]["decode_ratio"] == 1.0
     assert f"× {store.DEFAULT_MODEL}" in text
     for name, r in res.items():
@@ -64,7 +65,7 @@ def test_models_section_times_each_shipped_model_against_the_default(reduced):
 def test_peer_holds_our_weights():
     from imgcodec.models import store
 
-    loaded = store.load_shipped("factorized-gdn", store.load_config("factorized-gdn").default_quality)
+    loaded = store.default_store().load_shipped("factorized-gdn")
     peer = bench.compressai_peer(loaded)
     ours = loaded.model.state_dict()
     for k, v in peer.state_dict().items():

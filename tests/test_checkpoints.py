@@ -19,7 +19,7 @@ from imgcodec.models import store
 from conftest import ROOT
 from conftest import run_main as run
 
-GOOD = store.load_config("factorized-gdn")
+GOOD = store.default_store().load_config("factorized-gdn")
 
 
 def _checkpoint(path, config, extra=None, tensor_bytes=4):
@@ -90,25 +90,21 @@ def test_a_bad_shipped_checkpoint_is_one_line_through_the_cli(tmp_path, monkeypa
     for name in ("models", "checkpoints"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("*.safetensors"))
     tmp_store = store.Store.at(tmp_path)
-    store.load_shipped.cache_clear()
-    try:
-        config = tmp_store.load_config(model or store.DEFAULT_MODEL)
-        # the checkpoint that encoding at the default quality loads
-        entry = tmp_store.manifest_entry(config.name, store.EVERY_QUALITY if config.continuous
-                                         else config.default_quality)
-        path = _checkpoint(tmp_path / "checkpoints" / entry["file"],
-                           dict(json.loads(config.to_json()), N=2000, M=2000))
-        entries = [dict(e, sha256=store.sha256_file(path)) if e["file"] == entry["file"] else e
-                   for e in tmp_store.read_manifest()]
-        tmp_store.write_manifest(entries)
-        src = ROOT / "data" / "sample.png"
-        # the command line, run here in-process, takes its store from the environment
-        monkeypatch.setenv("IMGCODEC_HOME", str(tmp_path))
-        code, _, err = run(capsys, "encode", *(["--model", model] if model else []), src, tmp_path / "o.bin")
-        assert code == 1 and len(err.strip().splitlines()) == 1, err
-        assert "has invalid metadata: config: N = 2000" in err
-    finally:
-        store.load_shipped.cache_clear()
+    config = tmp_store.load_config(model or store.DEFAULT_MODEL)
+    # the checkpoint that encoding at the default quality loads
+    entry = tmp_store.manifest_entry(config.name, store.EVERY_QUALITY if config.continuous
+                                     else config.default_quality)
+    path = _checkpoint(tmp_path / "checkpoints" / entry["file"],
+                       dict(json.loads(config.to_json()), N=2000, M=2000))
+    entries = [dict(e, sha256=store.sha256_file(path)) if e["file"] == entry["file"] else e
+               for e in tmp_store.read_manifest()]
+    tmp_store.write_manifest(entries)
+    src = ROOT / "data" / "sample.png"
+    # the command line, run here in-process, takes its store from the environment
+    monkeypatch.setenv("IMGCODEC_HOME", str(tmp_path))
+    code, _, err = run(capsys, "encode", *(["--model", model] if model else []), src, tmp_path / "o.bin")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "has invalid metadata: config: N = 2000" in err
 
 
 def _crafted_file(model_id: str) -> bytes:
@@ -124,13 +120,13 @@ def test_a_model_id_is_never_a_path(model_id, capsys, tmp_path):
     with pytest.raises(BitstreamError, match="bad model id"):
         bitstream.unpack(_crafted_file(model_id))
     with pytest.raises(ModelError, match="unknown model"):
-        store.load_config(model_id)
+        store.default_store().load_config(model_id)
     (tmp_path / "x.bin").write_bytes(_crafted_file(model_id))
     code, _, err = run(capsys, "decode", tmp_path / "x.bin", tmp_path / "x.png")
     assert code == 1 and err.strip() == "imgcodec: error: corrupt header: bad model id"
 
 
 def test_registry_names_still_pass():
-    for name in store.available_configs():
+    for name in store.default_store().configs():
         assert bitstream.valid_model_id(name)
-        assert store.load_config(name).name == name
+        assert store.default_store().load_config(name).name == name

@@ -26,11 +26,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def default_quality() -> int:
-    return store.load_config(MODEL).default_quality
+    return store.default_store().load_config(MODEL).default_quality
 
 
 def test_default_quality_is_shipped(default_quality):
-    assert default_quality in store.shipped_qualities(MODEL)
+    assert default_quality in store.default_store().shipped_qualities(MODEL)
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (7, 13), (129, 257), (16, 16), (17, 33)])
@@ -46,7 +46,7 @@ def test_round_trip_sizes(h, w):
 def test_decoder_output_is_exactly_the_encoders_reconstruction(default_quality):
     """The bitstream decodes to exactly what the encoder reconstructed (lossless latents)."""
     arr = natural_image(70, 90, seed=3)
-    loaded = store.load_shipped(MODEL, default_quality)
+    loaded = store.default_store().load_shipped(MODEL, default_quality)
     parts = codec.compress_latents(loaded.model, arr)
     decoded = codec.decompress_latents(loaded.model, parts, 70, 90)
     with torch.inference_mode():
@@ -59,7 +59,7 @@ def test_header_fields(default_quality):
     arr = natural_image(33, 47)
     data = imgcodec.encode(Image.fromarray(arr))
     s = bitstream.unpack(data)
-    loaded = store.load_shipped(MODEL, default_quality)  # the checkpoint the manifest names, verified
+    loaded = store.default_store().load_shipped(MODEL, default_quality)  # the checkpoint the manifest names, verified
     assert s.header.model == MODEL
     assert s.header.quality == default_quality
     assert s.header.weights == bytes.fromhex(loaded.sha256)[:8]
@@ -71,7 +71,7 @@ def test_header_fields_of_the_factorized_model():
     """One checkpoint per quality, one latent part: a version-1 file."""
     data = imgcodec.encode(Image.fromarray(natural_image(33, 47)), model="factorized-gdn", quality=3)
     s = bitstream.unpack(data)
-    entry = store.manifest_entry("factorized-gdn", 3)
+    entry = store.default_store().manifest_entry("factorized-gdn", 3)
     assert data[4] == 1 and s.header.model == "factorized-gdn" and s.header.quality == 3
     assert s.header.weights == bytes.fromhex(entry["sha256"])[:8]
     assert len(s.parts) == 1 and s.size == len(data)
@@ -118,12 +118,12 @@ def test_errors():
         imgcodec.encode(img, model="nope")
     with pytest.raises(ModelError, match="quality 99 is out of range"):
         imgcodec.encode(img, quality=99)
-    top = store.load_config(MODEL).qualities.stop - 1
+    top = store.default_store().load_config(MODEL).qualities.stop - 1
     with pytest.raises(ModelError, match=f"valid: 1..{top}"):
         imgcodec.encode(img, quality=top + 1)
     with pytest.raises(ModelError, match="integer"):  # a model with a checkpoint per quality
         imgcodec.encode(img, model="factorized-gdn", quality=2.5)
-    if store.load_config(MODEL).continuous:
+    if store.default_store().load_config(MODEL).continuous:
         with pytest.raises(ModelError, match=f"valid: 1..{top}"):
             imgcodec.encode(img, quality=top + 0.01)
         with pytest.raises(ModelError, match="at most two decimals"):

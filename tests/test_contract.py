@@ -51,8 +51,8 @@ def trained_looking(model):
 
 def shipped_models_of(architecture: str) -> list[str]:
     """The shipped GDN models of ``architecture`` (the wider ones too)."""
-    names = sorted(n for n, c in store.available_configs().items()
-                   if c.architecture == architecture and c.norm == "gdn" and store.shipped_qualities(n))
+    names = sorted(n for n, c in store.default_store().configs().items()
+                   if c.architecture == architecture and c.norm == "gdn" and store.default_store().shipped_qualities(n))
     assert names, f"no shipped model of architecture {architecture!r}"
     return names
 
@@ -108,10 +108,10 @@ def test_the_decoded_latent_does_not_depend_on_the_thread_count(architecture):
 def test_the_shipped_rate_rises_with_the_quality(architecture):
     img = CanonicalImage(natural_image(96, 128, seed=4), None, False)
     for name in shipped_models_of(architecture):
-        qualities = store.shipped_qualities(name)
+        qualities = store.default_store().shipped_qualities(name)
         sizes = []
         for q in qualities:
-            loaded = store.load_shipped(name, q)
+            loaded = store.default_store().load_shipped(name, q)
             sizes.append(sum(map(len, compress_latents(loaded.model, img.rgb, quality=loaded.quality))))
         assert len(sizes) >= 2 and all(a < b for a, b in zip(sizes, sizes[1:])), (name, qualities, sizes)
 

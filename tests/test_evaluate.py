@@ -97,7 +97,7 @@ def test_load_images(images, tmp_path):
 def shipped():
     from imgcodec.models import store
 
-    qualities = store.shipped_qualities("factorized-gdn")
+    qualities = store.default_store().shipped_qualities("factorized-gdn")
     if not qualities:
         pytest.skip("no shipped weights")
     return qualities
@@ -131,9 +131,9 @@ def test_eval_learned_model_uses_real_bitstreams(images, shipped, shipped_result
 def test_eval_checkpoint_file_matches_shipped(images, shipped, shipped_result, tmp_path):
     from imgcodec.models import store
 
-    entry = store.manifest_entry("factorized-gdn", shipped[0])
+    entry = store.default_store().manifest_entry("factorized-gdn", shipped[0])
     ckpt = tmp_path / "final.safetensors"
-    shutil.copy(store.checkpoints_dir() / entry["file"], ckpt)
+    shutil.copy(store.default_store().checkpoints / entry["file"], ckpt)
     a = shipped_result
     b = ev.evaluate_model(images, checkpoint=ckpt, limit=1, progress=False)
     assert b.settings["checkpoint"] == str(ckpt) and b.name.endswith("(final)")

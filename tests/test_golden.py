@@ -31,12 +31,12 @@ def golden_input() -> np.ndarray:
 def golden_points() -> list[tuple[str, int, dict]]:
     """One (model, quality, manifest entry) per shipped model: its default quality where shipped."""
     points = []
-    for name, config in sorted(store.available_configs().items()):
-        qualities = store.shipped_qualities(name)
+    for name, config in sorted(store.default_store().configs().items()):
+        qualities = store.default_store().shipped_qualities(name)
         if not qualities:
             continue
         q = config.default_quality if config.default_quality in qualities else qualities[len(qualities) // 2]
-        entry = store.manifest_entry(name, store.EVERY_QUALITY if config.continuous else q)
+        entry = store.default_store().manifest_entry(name, store.EVERY_QUALITY if config.continuous else q)
         points.append((name, q, entry))
     return points
 

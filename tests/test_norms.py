@@ -27,7 +27,7 @@ from imgcodec.models.norms import (
     RepresentativeBatchNorm2d,
     get_norm,
 )
-from imgcodec.models.store import models_dir
+from imgcodec.models.store import default_store
 
 from conftest import natural_image
 
@@ -419,14 +419,14 @@ def test_batch_dependence_flag_is_truthful(name):
 
 def _config(name: str) -> ModelConfig:
     """The shipped variant's config, narrowed to a test width."""
-    return dataclasses.replace(ModelConfig.from_toml(models_dir() / f"factorized-{name}.toml"), N=WIDTH, M=16)
+    return dataclasses.replace(ModelConfig.from_toml(default_store().models / f"factorized-{name}.toml"), N=WIDTH, M=16)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_norm_has_a_variant_config(name):
-    path = models_dir() / f"factorized-{name}.toml"
+    path = default_store().models / f"factorized-{name}.toml"
     assert path.is_file(), f"register a model config {path.name} for norm {name!r}"
-    cfg, gdn = ModelConfig.from_toml(path), ModelConfig.from_toml(models_dir() / "factorized-gdn.toml")
+    cfg, gdn = ModelConfig.from_toml(path), ModelConfig.from_toml(default_store().models / "factorized-gdn.toml")
     assert cfg.norm == name
     same = ("architecture", "N", "M", "lambdas", "default_quality", "training")
     assert {k: getattr(cfg, k) for k in same} == {k: getattr(gdn, k) for k in same}

@@ -18,7 +18,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 import imgcodec
 from imgcodec.errors import BitstreamError, CodecError, ModelError
 from imgcodec.format import bitstream
-from imgcodec.models.store import DEFAULT_MODEL, load_config
+from imgcodec.models.store import DEFAULT_MODEL, default_store
 
 from conftest import SAMPLE, natural_image, peak_python_bytes, run_main
 
@@ -56,7 +56,7 @@ def test_pillow_round_trip(tmp_path):
     buf = io.BytesIO()
     photo.save(buf, format="IMGCODEC", target_size=len(data))
     assert len(buf.getvalue()) <= len(data)
-    if load_config(DEFAULT_MODEL).continuous:  # a fractional quality, in hundredths
+    if default_store().load_config(DEFAULT_MODEL).continuous:  # a fractional quality, in hundredths
         photo.save(tmp_path / "f.imgc", quality=4.25)
         with Image.open(tmp_path / "f.imgc") as im:
             assert im.info["quality"] == 4.25

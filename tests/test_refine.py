@@ -41,7 +41,7 @@ def _rd_cost(loaded, q, rgb, parts) -> tuple[float, float]:
 
 @pytest.mark.parametrize("name,q", CASES)
 def test_refinement_lowers_the_real_rd_cost(photo, name, q):
-    loaded = store.load_shipped(name, q)
+    loaded = store.default_store().load_shipped(name, q)
     plain, _ = _rd_cost(loaded, q, photo, codec.compress_latents(loaded.model, photo, quality=q))
     refined, _ = _rd_cost(loaded, q, photo, codec.compress_latents(loaded.model, photo, quality=q, refine=20))
     assert refined < 0.99 * plain, (plain, refined)
@@ -51,7 +51,7 @@ def test_refinement_lowers_the_real_rd_cost(photo, name, q):
 def test_rd_pass_estimates_what_the_coder_writes(photo, name, q):
     """The objective refinement minimizes is the real one: its bits are the payload's (within the
     coder's overhead and the scale table's rounding of σ), its x̂ the decoder's output."""
-    loaded = store.load_shipped(name, q)
+    loaded = store.default_store().load_shipped(name, q)
     model = loaded.model
     h, w, _ = photo.shape
     with torch.inference_mode():
@@ -86,7 +86,7 @@ def test_one_objective_for_training_and_refinement():
 
 @pytest.mark.parametrize("name,q", CASES)
 def test_zero_steps_write_the_plain_file(photo, name, q):
-    loaded = store.load_shipped(name, q)
+    loaded = store.default_store().load_shipped(name, q)
     latents = refine.refine_latents(loaded.model, photo, q, steps=0)
     with torch.inference_mode():
         assert loaded.model.compress_coded(latents) == codec.compress_latents(loaded.model, photo, quality=q)
@@ -122,7 +122,7 @@ def test_negative_steps_are_a_usage_error(photo, tmp_path, capsys):
     code, _, err = run_main(capsys, "encode", src, tmp_path / "out.bin", "--refine", "-1")
     assert code == 2 and "--refine" in err
     with pytest.raises(CodecError, match="whole number"):
-        refine.refine_latents(store.load_shipped("factorized-gdn", 4).model, photo, 4, steps=-1)
+        refine.refine_latents(store.default_store().load_shipped("factorized-gdn", 4).model, photo, 4, steps=-1)
 
 
 def test_target_size_measures_the_refined_files(photo):

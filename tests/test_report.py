@@ -39,7 +39,7 @@ def data(tmp_path_factory):
 def test_report_on_a_reduced_set(data, tmp_path):
     from imgcodec.models import store
 
-    if not store.read_manifest():
+    if not store.default_store().read_manifest():
         pytest.skip("no shipped weights")
     readme = tmp_path / "README.md"
     readme.write_text(README)
@@ -58,7 +58,7 @@ def test_report_on_a_reduced_set(data, tmp_path):
     # a partial report regenerates only with the folders --limit requires
     assert f"imgcodec report --data KODAK_DIR --limit 2 --results-dir {results} --docs-dir {docs} --codec jpeg " \
         "--codec webp" in md
-    product = {e["model"] for e in store.read_manifest() if not e.get("study")}
+    product = {e["model"] for e in store.default_store().read_manifest() if not e.get("study")}
     for name in product:
         res = load(results / f"{name}.json")
         assert res.kind == "learned" and res.dataset["images"] == 2

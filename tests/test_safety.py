@@ -86,9 +86,7 @@ def home(tmp_path):
     """A copy of models/ and checkpoints/ under a temporary store root."""
     for name in ("models", "checkpoints"):
         shutil.copytree(ROOT / name, tmp_path / name)
-    store.load_shipped.cache_clear()
     yield tmp_path
-    store.load_shipped.cache_clear()
 
 
 def _default_entry(home: Path) -> dict:
@@ -109,7 +107,6 @@ def _vouch_for(home: Path, file: str) -> None:
         if e["file"] == file:
             e["sha256"] = hashlib.sha256((home / "checkpoints" / file).read_bytes()).hexdigest()
     manifest.write_text(json.dumps(doc))
-    store.load_shipped.cache_clear()
 
 
 def test_tampered_shipped_checkpoint_is_refused(home):

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import imgcodec
@@ -31,8 +32,8 @@ def copy_home(tmp_path):
     (home / "models").mkdir(parents=True)
     (home / "checkpoints").mkdir()
     shutil.copy(ROOT / "models" / f"{MODEL}.toml", home / "models")
-    q = store.load_config(MODEL).default_quality
-    entry = store.manifest_entry(MODEL, q)
+    q = store.default_store().load_config(MODEL).default_quality
+    entry = store.default_store().manifest_entry(MODEL, q)
     shutil.copy(ROOT / "checkpoints" / entry["file"], home / "checkpoints")
     (home / "checkpoints" / "manifest.json").write_text(json.dumps({"format": 1, "checkpoints": [entry]}))
     return home, q
@@ -50,12 +51,51 @@ def test_a_store_reads_its_own_root_only(copy_home):
         s.load_shipped(MODEL, 2)
     loaded = s.load_shipped(MODEL)  # at its default quality
     assert (loaded.config.name, loaded.quality) == (MODEL, q)
-    assert loaded.sha256 == store.load_shipped(MODEL, q).sha256
+    assert loaded.sha256 == store.default_store().load_shipped(MODEL, q).sha256
     if store.DEFAULT_MODEL != MODEL:  # the installation's default model is not in this root
         with pytest.raises(ModelError, match=f"unknown model '{store.DEFAULT_MODEL}' \\(known: {MODEL}\\)"):
             s.load_shipped()
     else:
         assert s.load_shipped().sha256 == loaded.sha256
+
+
+def test_each_load_is_the_callers_own_module(copy_home):
+    """Two loads share no state: moving one model or training it leaves the other as loaded; a
+    ``cached()`` store hands its owner the same module again, another owner its own."""
+    home, q = copy_home
+    s = Store.at(home)
+    a, b = s.load_shipped(MODEL, q), s.load_shipped(MODEL, q)
+    assert a.model is not b.model and a.sha256 == b.sha256
+
+    def state(m):
+        return [(p.dtype, p.requires_grad) for p in m.parameters()]
+
+    as_loaded = state(b.model)
+    assert as_loaded[0] == (torch.float32, True)
+    a.model.to(dtype=torch.float64).requires_grad_(False)
+    assert state(a.model)[0] == (torch.float64, False)
+    assert state(b.model) == as_loaded == state(s.load_shipped(MODEL, q).model)
+    mine, theirs = s.cached(), s.cached()
+    assert mine.cached() is mine and (mine.models, mine.checkpoints) == (s.models, s.checkpoints)
+    assert mine.load_shipped(MODEL, q).model is mine.load_shipped(MODEL).model
+    assert theirs.load_shipped(MODEL, q).model is not mine.load_shipped(MODEL, q).model
+    assert not hasattr(store, "load_shipped") and not hasattr(store, "read_manifest")  # no store but a root's
+
+
+def test_ship_writes_the_file_and_its_manifest_entry(copy_home, tmp_path):
+    """``Store.ship`` copies a checkpoint in under its model's name and records it with its sha256;
+    shipping the same (model, quality) again replaces the entry, and the next load is the new file."""
+    home, q = copy_home
+    s = Store.at(home)
+    first = s.load_shipped(MODEL, q)
+    src = tmp_path / "final.safetensors"
+    digest = store.save_checkpoint(first.model, src, quality=q, steps=7)
+    assert s.ship(src, MODEL, q, {"quality": q, "steps": 7}, {"note": "x"}) == f"{MODEL}-q{q}.safetensors"
+    assert s.read_manifest() == [{"model": MODEL, "quality": q, "file": f"{MODEL}-q{q}.safetensors",
+                                  "sha256": digest, "steps": 7, "note": "x"}]
+    assert (home / "checkpoints" / f"{MODEL}-q{q}.safetensors").read_bytes() == src.read_bytes()
+    again = s.load_shipped(MODEL, q)
+    assert again.sha256 == digest != first.sha256 and again.meta["steps"] == 7
 
 
 def test_encode_and_decode_through_an_explicit_store(copy_home):
@@ -111,7 +151,7 @@ def test_a_malformed_manifest_is_one_line(monkeypatch, capsys, copy_home, tmp_pa
                                   ".hidden", ""])
 def test_a_manifest_file_is_a_plain_name_inside_the_store(copy_home, file):
     home, q = copy_home
-    entry = store.manifest_entry(MODEL, q)
+    entry = store.default_store().manifest_entry(MODEL, q)
     _write_manifest(home, {"format": 1, "checkpoints": [dict(entry, file=file)]})
     with pytest.raises(ModelError, match="'file' must be a file name inside the checkpoints folder"):
         Store.at(home).load_shipped(MODEL, q)
@@ -122,11 +162,10 @@ def test_checkpoint_reads_are_bounded_and_regular_files_only(copy_home):
     no more memory than a block, one larger than the cap is refused by its size unread, and only a
     regular file is read (a link in the store to /dev/zero is refused, not read forever)."""
     home, q = copy_home
-    entry = store.manifest_entry(MODEL, q)
+    entry = store.default_store().manifest_entry(MODEL, q)
     path = home / "checkpoints" / entry["file"]
     s = Store.at(home)
     s.load_shipped(MODEL, q)  # torch and safetensors imported before anything is measured
-    store.load_shipped.cache_clear()  # and the file read again below
     os.truncate(path, 64 << 20)  # 64 MiB (sparse): not the shipped bytes
 
     def tampered():
@@ -179,13 +218,14 @@ def test_models_marks_the_default_and_the_widths_of_the_shipped_weights(capsys):
     assert code == 0
     heads = {line.split(":")[0]: line for line in out.splitlines() if not line.startswith(" ")}
     assert [name for name in heads if name.endswith(" [default model]")] == [f"{store.DEFAULT_MODEL} [default model]"]
+    home = store.default_store()
     for name, line in heads.items():
         name = name.removesuffix(" [default model]")
-        weights = store.default_store().shipped_config(name) or store.load_config(name)
+        weights = home.shipped_config(name) or home.load_config(name)
         assert f"N={weights.N}, M={weights.M}" in line, line
-    narrower = [n for n in heads if (c := store.default_store().shipped_config(n)) and c.N != store.load_config(n).N]
+    narrower = [n for n in heads if (c := home.shipped_config(n)) and c.N != home.load_config(n).N]
     for name in narrower:  # the ablation's variants: N=32 weights of an N=64 config
-        config = store.load_config(name)
+        config = home.load_config(name)
         assert f"as shipped (N={config.N}, M={config.M} in its config)" in heads[name]
     code, out, _ = run_main(capsys, "encode", "--help")
     assert code == 0 and f"(default: {store.DEFAULT_MODEL};" in " ".join(out.split())

@@ -26,7 +26,7 @@ MODEL = "factorized-gdn"
 
 @pytest.fixture(scope="module")
 def model():
-    return store.load_shipped(MODEL, store.load_config(MODEL).default_quality).model
+    return store.default_store().load_shipped(MODEL, store.default_store().load_config(MODEL).default_quality).model
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -71,7 +71,7 @@ def test_tiled_synthesis_has_no_seams(model):
 @pytest.mark.parametrize("name", [None, MODEL], ids=["default", MODEL])
 def test_tiled_coding_gives_the_same_file(monkeypatch, name):
     """Tiling is internal: an image coded in tiles gives the bytes of whole-frame coding."""
-    model = store.load_shipped(name).model  # the module that encode(model=name) runs
+    model = store.default_store().load_shipped(name).model  # the module that encode(model=name) runs
     img = Image.fromarray(natural_image(150, 230, seed=9))
     whole = imgcodec.encode(img, model=name)
     whole_decoded = np.asarray(imgcodec.decode(whole))

@@ -43,9 +43,7 @@ def home(tmp_path):
     (h / "models").mkdir(parents=True)
     (h / "checkpoints").mkdir()
     (h / "models" / "tiny.toml").write_text(TINY)
-    store.load_shipped.cache_clear()
     yield h
-    store.load_shipped.cache_clear()
 
 
 @pytest.fixture()

@@ -1,7 +1,7 @@
 """Encode and decode: image ↔ model ↔ bitstream.
 
 The path of one encode: read and canonicalize the image (``codec.imageio``), resolve model + quality
-to verified weights and a normalized quality (``models.store.load_shipped``), pad to the model's
+to verified weights and a normalized quality (``models.store.Store.load_shipped``), pad to the model's
 stride and analyse in tiles (``codec.tiling``), entropy-code through the model contract
 (``models.base.CodecModel``: ``coded_latents``, ``compress_coded``), pack header + parts + CRC
 (``format.bitstream``).  Decoding starts from the header, which alone names the model, the weights,
@@ -93,8 +93,9 @@ def code_array(model, rgb: np.ndarray, device: str = "cpu", quality=None) -> tup
 
 def encode_canonical(img: CanonicalImage, loaded: LoadedModel, device: str = "cpu", y=None,
                      refine: int = 0) -> bytes:
-    """The file of ``img`` coded with ``loaded`` at its quality (``store.load_shipped`` resolved and
-    normalized it); ``y``, ``refine``: see ``compress_latents``."""
+    """The file of ``img`` coded with ``loaded`` at its quality (``Store.load_shipped`` resolved and
+    normalized it); ``y``, ``refine``: see ``compress_latents``.  The model is moved to ``device``:
+    ``loaded`` is the caller's."""
     config = loaded.config
     q = loaded.quality
     model = loaded.model.to(device)
@@ -146,9 +147,10 @@ def encode_to_target(img: CanonicalImage, model: str | None = None, size: int | 
     at most ``bpp`` bits per pixel of the image (``ratecontrol``).
 
     ``refine``: steps of encoder-side refinement for every file the search encodes (so the size
-    it checks is the size it writes)."""
+    it checks is the size it writes).  The weights of the qualities it tries are loaded once for
+    the search (``Store.cached``)."""
     limit = ratecontrol.target_limit(*img.size, size=size, bpp=bpp)
-    store = store or default_store()
+    store = (store or default_store()).cached()
     grid = store.quality_grid(model)
     if not grid:
         raise CodecError(f"model {model or DEFAULT_MODEL!r} has no shipped weights (see `imgcodec models`)")

@@ -12,7 +12,7 @@ also fits may be missed):
   about nine encodings;
 * a model with discrete rate points: its shipped qualities
 
-(``store.quality_grid``; ``codec.encode_to_target`` runs the search).  The analysis transform
+(``Store.quality_grid``; ``codec.encode_to_target`` runs the search).  The analysis transform
 ``g_a`` runs once per set of weights and is shared by the qualities those weights code, as the
 quality acts only after it.
 

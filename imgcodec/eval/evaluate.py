@@ -247,9 +247,10 @@ def evaluate_model(
     file, on the images of ``data``: real ``.bin`` bytes, decoded by the real decoder.
 
     ``refine``: steps of encoder-side refinement for every file (``refine.py``). ``store``: the
-    ``models.store.Store`` of ``model`` (default: ``default_store()``)."""
+    ``models.store.Store`` of ``model`` (default: ``default_store()``); the weights it loads are
+    held for this evaluation's encodes and decodes."""
 
-    store = store or default_store()
+    store = (store or default_store()).cached()
 
     if (model is None) == (checkpoint is None):
         raise ModelError("give a model name or a checkpoint file (one of them)")

@@ -19,8 +19,7 @@ from typing import Callable, Sequence
 
 from ..atomic import write_bytes_atomic
 from ..errors import CodecError, InputError
-from ..models import store
-from ..models.store import repo_root
+from ..models.store import Store, default_store, repo_root
 from . import baselines as bl
 from . import bdrate, plot, results
 from .bdrate import point_delta
@@ -63,16 +62,16 @@ def _reusable(path: Path, dataset: dict, settings: dict, qualities: list) -> Res
     return old if same else None
 
 
-def _reusable_model(path: Path, dataset: dict, name: str, refine: int = 0) -> Results | None:
-    """A learned model's result file, if it measured exactly the shipped weights on these images,
-    with ``refine`` steps of encoder-side refinement."""
+def _reusable_model(path: Path, dataset: dict, home: Store, name: str, refine: int = 0) -> Results | None:
+    """A learned model's result file, if it measured exactly the weights ``home`` ships on these
+    images, with ``refine`` steps of encoder-side refinement."""
 
     old = _previous(path, dataset)
     if old is None or old.kind != "learned":
         return None
-    shipped = {e["sha256"] for e in store.read_manifest() if e["model"] == name}
+    shipped = {e["sha256"] for e in home.read_manifest() if e["model"] == name}
     measured = {w.get("sha256") for w in old.settings.get("weights", {}).values()}
-    same = (measured == shipped and old.results.get("quality") == store.shipped_qualities(name)
+    same = (measured == shipped and old.results.get("quality") == home.shipped_qualities(name)
             and old.settings.get("refine_steps", 0) == refine)
     return old if same else None
 
@@ -110,10 +109,11 @@ def build(
     dataset = dataset_info(data, images)
     log = log or (lambda line: None)
     what = f"{len(images)} images of {dataset['name']}"
+    home = default_store()
     if models is None:
         # A study's weights (the ablation's variants, narrower and trained briefly) are reported by
         # the study itself, not as the product's curves.
-        models = sorted({e["model"] for e in store.read_manifest() if not e.get("study")})
+        models = sorted({e["model"] for e in home.read_manifest() if not e.get("study")})
         if not models:
             raise CodecError("no shipped models to report (checkpoints/manifest.json lists none)")
     measured: dict[str, Results] = {}
@@ -129,23 +129,24 @@ def build(
             log(f"measuring {base.name} on {what} ({len(base.qualities)} qualities)")
             measured[base.name] = bl.evaluate_baseline(base.name, data, limit=limit, progress=progress)
     for name in models:
-        old = None if remeasure else _reusable_model(Path(results_dir) / f"{name}.json", dataset, name)
+        old = None if remeasure else _reusable_model(Path(results_dir) / f"{name}.json", dataset, home, name)
         if old is not None:
             measured[name] = old
             reused.append(name)
         else:
             log(f"measuring {name} on {what}")
-            measured[name] = evaluate_model(data, model=name, device=device, limit=limit, progress=progress)
+            measured[name] = evaluate_model(data, model=name, device=device, limit=limit, progress=progress,
+                                            store=home)
     for name, steps in refined:  # the same weights, encoded with refinement: a curve of its own
         stem = f"{name}-refine{steps}"
-        old = None if remeasure else _reusable_model(Path(results_dir) / f"{stem}.json", dataset, name, steps)
+        old = None if remeasure else _reusable_model(Path(results_dir) / f"{stem}.json", dataset, home, name, steps)
         if old is not None:
             measured[stem] = old
             reused.append(stem)
         else:
             log(f"measuring {name} with {steps} refinement steps on {what}")
             measured[stem] = evaluate_model(data, model=name, device=device, limit=limit, progress=progress,
-                                            refine=steps)
+                                            refine=steps, store=home)
 
     rd = Path(results_dir)
     learned = [r.curve(str(rd / f"{s}.json")) for s, r in measured.items() if r.kind == "learned"]

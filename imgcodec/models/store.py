@@ -4,17 +4,21 @@ Weights are safetensors files (never pickle), one per (model, quality), listed i
 ``checkpoints/manifest.json`` with their sha256.  A checkpoint carries its resolved
 ``ModelConfig`` as JSON metadata and, for inference, the entropy coder's quantized CDF tables, so
 the decoder uses exactly the tables the encoder used and never recomputes them.
+
+A ``Store`` is a root (``Store.at(root)``; ``default_store()``: ``$IMGCODEC_HOME`` or this
+installation) and holds no state: each load builds a new module, the caller's own.  A caller that
+loads the same weights again keeps them in a ``CachedStore`` it owns (``Store.cached()``).
+Shipping a checkpoint (``Store.ship``) writes its file and manifest entry.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
 import os
 import stat
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -114,33 +118,65 @@ class Store:
                     for c in range(100 * config.qualities.start, 100 * config.qualities.stop - 99)]
         return self.shipped_qualities(model)
 
-    def load_shipped(self, model: str | None = None, quality=None) -> "LoadedModel":
-        """The shipped weights of (model, quality), verified against the manifest, with the quality
-        normalized (``ModelConfig.normalize_quality``): the one place that resolves a model name and
-        a quality.  ``None``: the default model, the config's default quality.
-
-        A continuous-rate model has one checkpoint (manifest quality ``EVERY_QUALITY``), loaded once
-        and shared: the ``LoadedModel`` of every quality holds the same module (asked for quality
-        ``EVERY_QUALITY``, as its manifest entry names it, it comes labelled with the default quality).
-        """
+    def shipped_entry(self, model: str | None = None, quality=None) -> tuple[dict, int | float]:
+        """The manifest entry of (model, quality) and the quality normalized
+        (``ModelConfig.normalize_quality``): the one place that resolves a model name and a quality.
+        ``None``: the default model, the config's default quality.  A continuous-rate model's entry
+        is its one checkpoint (manifest quality ``EVERY_QUALITY``, which as a quality means the
+        default quality)."""
         model = DEFAULT_MODEL if model is None else model
         config = self.load_config(model)
         if quality is None:
             quality = config.default_quality
         if config.continuous:
             quality = config.normalize_quality(config.default_quality if quality == EVERY_QUALITY else quality)
-            return self._load_entry(model, EVERY_QUALITY).at(quality)
-        return self._load_entry(model, config.normalize_quality(quality))
-
-    def _load_entry(self, model: str, quality: int) -> "LoadedModel":
-        entry = self.manifest_entry(model, quality)
+            key = EVERY_QUALITY
+        else:
+            quality = key = config.normalize_quality(quality)
+        entry = self.manifest_entry(model, key)
         if entry is None:
             have = self.shipped_qualities(model)
             raise ModelError(
-                f"no trained weights for model {model!r}" + (f" quality {quality}" if quality != EVERY_QUALITY else "")
+                f"no trained weights for model {model!r}" + (f" quality {key}" if key != EVERY_QUALITY else "")
                 + (f" (shipped qualities: {', '.join(map(str, have))})" if have else " (none shipped)")
             )
-        return _load_verified(str(self.checkpoints / entry["file"]), entry["sha256"])
+        return entry, quality
+
+    def load_shipped(self, model: str | None = None, quality=None) -> "LoadedModel":
+        """The shipped weights of (model, quality) (``shipped_entry``), verified against the
+        manifest, labelled with the normalized quality.  Each call builds a new module, which is the
+        caller's: moving it to a device or training it changes no other caller's model (a caller
+        that loads the same weights often holds them: ``cached()``)."""
+        entry, quality = self.shipped_entry(model, quality)
+        return self.load_entry(entry).at(quality)
+
+    def load_entry(self, entry: dict) -> "LoadedModel":
+        """The checkpoint of a manifest entry, verified against its sha256."""
+        return load_checkpoint_file(self.checkpoints / entry["file"], expected_sha256=entry["sha256"])
+
+    def cached(self) -> "CachedStore":
+        """This store, keeping each checkpoint it loads for the life of the returned object: for a
+        caller that loads the same weights again (a rate search, an evaluation over qualities, a
+        batch of files), who then owns the modules it shares between its own calls."""
+        return CachedStore(self.models, self.checkpoints)
+
+    def ship(self, path: Path, model: str, quality: int, meta: dict, extra: dict | None = None) -> str:
+        """Copy the checkpoint file ``path`` into ``checkpoints/`` as the weights of (model,
+        quality) and record it in the manifest, with ``meta`` (its ``quality`` aside) and ``extra``;
+        returns the file's name.  Quality ``EVERY_QUALITY``: a continuous-rate model's one checkpoint."""
+        name = f"{model}.safetensors" if quality == EVERY_QUALITY else f"{model}-q{quality}.safetensors"
+        with _open_checkpoint(Path(path)) as f:
+            data = f.read(MAX_CHECKPOINT_BYTES + 1)
+        if len(data) > MAX_CHECKPOINT_BYTES:
+            raise ModelError(f"checkpoint {Path(path).name} grew past {MAX_CHECKPOINT_BYTES} bytes while it was read")
+        write_bytes_atomic(self.checkpoints / name, data, force=True)
+        entries = [e for e in self.read_manifest() if not (e["model"] == model and e["quality"] == quality)]
+        entry = {"model": model, "quality": quality, "file": name, "sha256": hashlib.sha256(data).hexdigest()}
+        entry.update({k: v for k, v in meta.items() if k != "quality"})
+        entry.update(extra or {})
+        entries.append(entry)
+        self.write_manifest(entries)
+        return name
 
     def shipped_config(self, model: str) -> ModelConfig | None:
         """The config the shipped weights of ``model`` carry (a study's may be narrower than
@@ -173,49 +209,6 @@ def default_store() -> Store:
     """``Store.at($IMGCODEC_HOME)`` where that is set (read at each resolution), else ``installed_store()``."""
     env = os.environ.get("IMGCODEC_HOME")
     return Store.at(Path(env)) if env else installed_store()
-
-
-# The module's functions: the same on the default store.
-
-
-def available_configs() -> dict[str, ModelConfig]:
-    return default_store().configs()
-
-
-def load_config(name: str) -> ModelConfig:
-    return default_store().load_config(name)
-
-
-def models_dir() -> Path:
-    return default_store().models
-
-
-def checkpoints_dir() -> Path:
-    return default_store().checkpoints
-
-
-def read_manifest() -> list[dict]:
-    return default_store().read_manifest()
-
-
-def write_manifest(entries: list[dict]) -> None:
-    default_store().write_manifest(entries)
-
-
-def manifest_entry(model: str, quality: int) -> dict | None:
-    return default_store().manifest_entry(model, quality)
-
-
-def shipped_qualities(model: str) -> list[int]:
-    return default_store().shipped_qualities(model)
-
-
-def quality_grid(model: str | None = None) -> list:
-    return default_store().quality_grid(model)
-
-
-def load_shipped(model: str | None = None, quality=None) -> "LoadedModel":
-    return default_store().load_shipped(model, quality)
 
 
 def _is_sha256(v) -> bool:
@@ -487,10 +480,6 @@ def _check_weight_bytes(config: ModelConfig, header: dict, name: str) -> None:
                          f"the file holds {held}")
 
 
-def _safetensors_metadata(data: bytes) -> dict:
-    return dict(_safetensors_header(data).get("__metadata__") or {})
-
-
 def model_from_tensors(tensors: dict, config: ModelConfig):
     # deferred: torch and compressai: only building a model needs them (the CLI checks names first)
     from .registry import build_model
@@ -513,8 +502,8 @@ class LoadedModel:
     meta: dict
 
     def at(self, quality) -> "LoadedModel":
-        """These weights labelled with ``quality``, normalized: a continuous-rate model's one
-        checkpoint serves every quality of its scale, the same module for all."""
+        """These weights (the same module) labelled with ``quality``, normalized: a continuous-rate
+        model's one checkpoint serves every quality of its scale."""
         return replace(self, quality=self.config.normalize_quality(quality))
 
 
@@ -524,10 +513,19 @@ def load_checkpoint_file(path: Path, expected_sha256: str | None = None) -> Load
     return LoadedModel(model, config, int(meta.get("quality", 0)), digest, meta)
 
 
-@functools.lru_cache(maxsize=16)
-def _load_verified(path: str, sha256: str) -> LoadedModel:
-    """A checkpoint of a manifest, loaded once per (file, sha256): a re-shipped file loads anew."""
-    return load_checkpoint_file(Path(path), expected_sha256=sha256)
+@dataclass(frozen=True)
+class CachedStore(Store):
+    """A ``Store`` that keeps each checkpoint it loads, by file and sha256 (a re-shipped file loads
+    anew), for as long as its owner holds it (``Store.cached()``): the modules it hands out are
+    shared between its owner's calls and no one else's."""
 
+    held: dict = field(default_factory=dict, compare=False, repr=False)
 
-load_shipped.cache_clear = _load_verified.cache_clear  # forget every loaded checkpoint
+    def load_entry(self, entry: dict) -> LoadedModel:
+        key = (entry["file"], entry["sha256"])
+        if key not in self.held:
+            self.held[key] = super().load_entry(entry)
+        return self.held[key]
+
+    def cached(self) -> "CachedStore":
+        return self

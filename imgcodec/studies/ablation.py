@@ -45,7 +45,7 @@ from ..eval.plot import plot
 from ..eval.results import Results, ResultsError, load
 from ..models import store
 from ..models.config import ModelConfig
-from ..models.store import Store
+from ..models.store import Store, default_store
 
 REFERENCE = "gdn"
 BATCH_DEPENDENT_DEFAULT = ("bn", "rbn", "mabn")
@@ -123,7 +123,7 @@ def variant_config(norm: str, N: int | None = None, M: int | None = None) -> Mod
     from ..models.norms import get_norm
 
     get_norm(norm)
-    config = store.load_config(variant_name(norm))
+    config = default_store().load_config(variant_name(norm))
     if N is None and M is None:
         return config
     config = dataclasses.replace(config, N=N or config.N, M=M or config.M)
@@ -521,9 +521,7 @@ def ship(out: Path, work: Path | None = None, log=print, into: Store | None = No
     and budget) and carries the run's Kodak-style figures from that evaluation.  ``into``: the store
     to ship into (default: ``default_store()``).
     """
-    # deferred: the trainer imports torch
-    from ..train import ship_checkpoint
-
+    into = into or default_store()
     out = Path(out)
     work = Path(work) if work else out / "runs"
     try:
@@ -554,7 +552,7 @@ def ship(out: Path, work: Path | None = None, log=print, into: Store | None = No
             point.dataset.get("name", "eval"): {"bpp": round(bpp, 4), "psnr": None if psnr is None else round(psnr, 3)},
         }
         meta = {k: meta[k] for k in ("lambda", "metric", "steps", "train_seconds", "device") if k in meta}
-        name = ship_checkpoint(final, variant_name(a["norm"]), a["quality"], meta, extra, into=into)
+        name = into.ship(final, variant_name(a["norm"]), a["quality"], meta, extra)
         log(f"shipped {key} as checkpoints/{name}")
         shipped.append(name)
     return shipped

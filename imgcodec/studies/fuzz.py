@@ -49,7 +49,7 @@ from pathlib import Path
 
 from ..format import bitstream
 from ..format.bitstream import DEFAULT_MAX_PIXELS
-from ..models import store
+from ..models.store import default_store
 
 MAGIC = b"IMGC"
 DEFAULT_CPU_LIMIT = 20.0  # seconds of CPU per input
@@ -301,13 +301,14 @@ def make_seeds() -> tuple[list[bytes], list[bytes]]:
     # deferred: the parent process stays free of numpy, Pillow and torch (only workers import them)
     from ..models.registry import build_model
 
-    loaded = store.load_shipped()
+    home = default_store()
+    loaded = home.load_shipped()
     images = _seed_images()
     seeds = [codec.encode_canonical(canonicalize(img), loaded) for img in images]
     # One file of every other shipped checkpoint: other architectures, format versions.
-    for entry in store.read_manifest():
+    for entry in home.read_manifest():
         if entry["sha256"] != loaded.sha256:
-            other_loaded = store.load_shipped(entry["model"], entry["quality"])
+            other_loaded = home.load_shipped(entry["model"], entry["quality"])
             seeds.append(codec.encode_canonical(canonicalize(images[2 if len(seeds) % 2 else 0]), other_loaded))
     torch.manual_seed(1234)
     other = build_model(loaded.config).eval()

@@ -6,7 +6,7 @@
 ``data`` (crops), ``device`` (precision, threads, seeds), ``optimizers`` and ``averaging`` (what is
 optimized, and the weights that stand for the run), ``state`` (the resumable state file),
 ``metrics`` (``metrics.csv``), ``validation``, ``ddp`` (several processes), ``ship`` (the final
-weights, into a store), ``timing`` (the cost of a step, for ``imgcodec bench``).  The names below
+weights, shipped with ``models.store.Store.ship``), ``timing`` (the cost of a step, for ``imgcodec bench``).  The names below
 load their module on first use, so that importing the options costs no torch.
 """
 
@@ -14,7 +14,7 @@ from importlib import import_module
 
 from .options import TrainOptions
 
-_LAZY = {"train": "loop", "time_steps": "timing", "cpu_has_bf16": "device", "ship_checkpoint": "ship"}
+_LAZY = {"train": "loop", "time_steps": "timing", "cpu_has_bf16": "device"}
 
 __all__ = ["TrainOptions", *_LAZY]
 

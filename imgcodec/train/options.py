@@ -145,11 +145,16 @@ class TrainOptions:
         if self.optimizer is Optimizer.SCHEDULEFREE and self.schedule is Schedule.DECAY:
             raise CodecError("the schedule-free optimizer takes no lr schedule (--schedule constant)")
 
+    @property
+    def store(self) -> Store:
+        """The store of ``home`` (``None``: the default store)."""
+        return Store.at(self.home) if self.home else default_store()
+
     def resolve(self) -> TrainOptions:
         """These options over the model's recipe: every choice made, the model's config attached."""
         if self.config is not None:
             return self
-        config = (Store.at(self.home) if self.home else default_store()).load_config(self.model)
+        config = self.store.load_config(self.model)
         recipe = config.training
         # A continuous-rate model (gain units) trains every level of its λ ladder, one drawn per
         # step, unless --quality picks one.
