@@ -115,6 +115,29 @@ def test_open_and_info_read_a_padded_file_in_bounded_memory(capsys, tmp_path, sm
     assert not (tmp_path / "o.png").exists()
 
 
+def test_decode_reads_a_padded_file_in_bounded_memory(tmp_path, small_file):
+    """``imgcodec.decode`` of a path or a file object reads as ``Image.open`` does: a sound header
+    padded to 1 GiB (a sparse file) is refused for its length, the padding unread; the sound file
+    decodes from a path and from a file object to the pixels of its bytes."""
+    path = tmp_path / "padded.bin"
+    path.write_bytes(small_file)
+    expected = np.asarray(imgcodec.decode(small_file))
+    assert np.array_equal(np.asarray(imgcodec.decode(path)), expected)
+    with open(path, "rb") as f:
+        assert np.array_equal(np.asarray(imgcodec.decode(f)), expected)
+    os.truncate(path, 1 << 30)
+    for source in (path, str(path), "file object"):
+        def padded():
+            with pytest.raises(BitstreamError, match="lengths do not match the file size"):
+                if source == "file object":
+                    with open(path, "rb") as f:
+                        imgcodec.decode(f)
+                else:
+                    imgcodec.decode(source)
+
+        assert peak_python_bytes(padded) < 4 << 20, source
+
+
 def test_open_checks_the_crc_of_a_large_file_in_blocks(tmp_path, small_file):
     """A CRC-valid file whose XMP part is 64 MiB of zeros (a forgery: no metadata part is that long):
     ``Image.open`` reads the CRC32 in blocks and refuses the part by its length, without holding it."""

@@ -203,9 +203,11 @@ def decode(
 
     ``loaded``: decode with these weights (e.g. a fresh training result not in the manifest);
     the file must name exactly them.  ``store``: where the shipped weights are (default:
-    ``default_store()``).
+    ``default_store()``).  A path or file object is read as ``Image.open`` reads it: the header
+    first, checked against the file's length and ``max_pixels``, then the payload
+    (``imageio.file_bytes``).
     """
-    stream = bitstream.unpack(file_bytes(data), max_pixels=max_pixels)
+    stream = bitstream.unpack(file_bytes(data, max_pixels), max_pixels=max_pixels)
     h = stream.header
     loaded = _model_for(h, loaded, store or default_store())
     k = loaded.model.latent_parts

@@ -45,6 +45,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..atomic import describe, write_atomic
 from ..errors import BitstreamError, CodecError, InputError, OutputError
+from ..format import bitstream
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".gif"}
 OUTPUT_FORMATS = {".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
@@ -450,18 +451,33 @@ def save_image(img: Image.Image, path: Path, force: bool = False) -> None:
     write_atomic(Path(path), lambda f: f.write(data), force=force)
 
 
-def file_bytes(source) -> bytes:
-    """The bytes of an imgcodec file given as bytes, a path (``str`` or ``Path``) or a binary file object."""
+def file_bytes(source, max_pixels: int | None = None) -> bytes:
+    """The bytes of an imgcodec file given as bytes, a path (``str`` or ``Path``) or a binary file
+    object.  A path or a seekable file object is read as ``Image.open`` reads it
+    (``bitstream.read_bytes``): its header first, checked against the file's length (and against
+    ``max_pixels``, where given), then its payload; a lying header costs no more memory than itself.
+    A file object is read from its position."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
-        return read_input_bytes(source)
+        with open_input(source) as f:
+            return _read_file(f, source, max_pixels)
     if hasattr(source, "read"):
-        data = source.read()
-        if not isinstance(data, (bytes, bytearray)):
-            raise InputError(f"the file object gave {type(data).__name__}, not bytes (open it in binary mode)")
-        return bytes(data)
+        return _read_file(source, _describe_source(source), max_pixels)
     raise InputError(f"cannot decode a {type(source).__name__}: give bytes, a path or a binary file object")
+
+
+def _read_file(f, name, max_pixels: int | None) -> bytes:
+    if isinstance(f, io.TextIOBase):
+        raise InputError("the file object gives str, not bytes (open it in binary mode)")
+    seekable = getattr(f, "seekable", None)
+    try:
+        data = bitstream.read_bytes(f, max_pixels) if seekable is not None and seekable() else f.read()
+    except OSError as exc:
+        raise InputError(f"cannot read {name}: {describe(exc)}") from None
+    if not isinstance(data, (bytes, bytearray)):
+        raise InputError(f"the file object gave {type(data).__name__}, not bytes (open it in binary mode)")
+    return bytes(data)
 
 
 def pack_alpha(alpha: np.ndarray) -> bytes:
