@@ -156,7 +156,8 @@ def cli() -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output-dir", help="Encode every INPUT into this folder as NAME.bin.")
 @click.option("-q", "--quality", type=float,
-              help="Quality level (default: the model's default); fractional (e.g. 3.4) for continuous-rate models.")
+              help="Quality level on the common scale, the same λ in every model (default: the model's default; "
+                   "`imgcodec models` lists each model's range); fractional (e.g. 3.4) for continuous-rate models.")
 @click.option("--target-size", help="Instead of -q: the highest quality whose file fits in this size (e.g. 100KB, 1.5MB).")
 @click.option("--target-bpp", type=float, help="Instead of -q: the highest quality whose file fits in this many bits per pixel.")
 @click.option("--model", default=None, callback=_model_name,
@@ -176,9 +177,8 @@ def cli() -> None:
 def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, metadata, to_srgb, device, force,
            runtime=None):
     """Compress an image: `encode IN.png OUT.bin`, or `encode A.png B.jpg -o DIR` (`-`: stdin / stdout)."""
-    from .atomic import check_writable, write_bytes_atomic
-    from .codec.imageio import read_image
-    from .models import store
+    from .codec import files
+    from .models.store import default_store
 
     if sum(v is not None for v in (quality, target_size, target_bpp)) > 1:
         raise click.UsageError("give one of -q/--quality, --target-size and --target-bpp")
@@ -193,27 +193,29 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
     if target_bpp is not None:
         targets["target_bpp"] = target_bpp
     pairs = _outputs(inputs, output_dir, ".bin", "output")
+    home = default_store().cached()  # the weights, loaded once for every file of the command
     # Everything that can be checked without torch is, before it loads: the model, the quality.
-    config = store.default_store().load_config(store.DEFAULT_MODEL if model is None else model)
+    config = home.load_config(DEFAULT_MODEL if model is None else model)
     if quality is not None:
         config.normalize_quality(quality)
 
-    def work(src: Path, dst: Path) -> None:
-        img = read_image(_read_stdin() if _is_stream(src) else src, metadata, to_srgb)
-        if not _is_stream(dst):
-            check_writable(dst, force, inputs=[src])
+    def code(img):
         from .light import dispatch as codec  # torch or ONNX Runtime loads here, once the input is known to be good
 
         with _refine_progress(refine):
-            data = codec.encode(img, quality=quality, model=model, device=_check_device(device), refine=refine,
-                                runtime=runtime, **targets)
+            return codec.encode(img, quality=quality, model=model, device=_check_device(device), refine=refine,
+                                runtime=runtime, store=home, **targets)
+
+    def work(src: Path, dst: Path) -> None:
+        data = files.encode_file(_read_stdin() if _is_stream(src) else src, None if _is_stream(dst) else dst,
+                                 code, force, metadata, to_srgb)
         if _is_stream(dst):
             _write_stdout(data)
-        else:
-            write_bytes_atomic(dst, data, force, inputs=[src])
         if targets:  # say what the search chose
-            s = codec.read_info(data)
-            click.echo(f"{dst}: quality {s.header.quality}, {s.size} bytes, {s.bpp:.4f} bpp",
+            from .format import bitstream
+
+            s = bitstream.unpack(data, max_pixels=None)
+            click.echo(f"{dst}: quality {config.from_stored(s.header.quality)}, {s.size} bytes, {s.bpp:.4f} bpp",
                        err=_is_stream(dst))
 
     _run_batch(pairs, work, "encode")
@@ -232,39 +234,27 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
               help="torch, or ONNX Runtime (no torch needed); default: $IMGCODEC_RUNTIME, else torch where installed.")
 def decode(inputs, output_dir, fmt, device, force, no_size_cap, runtime=None):
     """Decompress: `decode IN.bin OUT.png` (format from the extension), or `decode A.bin -o DIR` (`-`: stdin / stdout)."""
-    from .atomic import check_writable, write_bytes_atomic
-    from .codec.imageio import image_bytes, open_input, output_format
+    from .codec import files
     from .format import bitstream
-    from .models import store
+    from .models.store import default_store
 
     pairs = _outputs(inputs, output_dir, "." + fmt, "output")
     cap = None if no_size_cap else bitstream.DEFAULT_MAX_PIXELS
+    home = default_store().cached()  # the weights, loaded once for every file of the command
 
-    def work(src: Path, dst: Path) -> None:
-        image_format = fmt.upper() if _is_stream(dst) else output_format(dst)
-        if _is_stream(src):
-            data = _read_stdin()
-        else:
-            with open_input(src) as f:
-                data = bitstream.read_bytes(f, max_pixels=cap)  # a lying header is refused before the payload is read
-        header = bitstream.unpack(data, max_pixels=cap).header  # a bad file is refused before torch loads
-        try:
-            store.default_store().load_config(header.model)
-        except CodecError as exc:
-            raise type(exc)(f"this file needs model {header.model!r} quality {header.quality}: {exc}") from None
-        if not _is_stream(dst):
-            check_writable(dst, force, inputs=[src])
+    def code(data: bytes):
         from .light import dispatch as codec  # torch or ONNX Runtime loads here
 
-        img = codec.decode(data, device=_check_device(device), max_pixels=cap, runtime=runtime)
+        return codec.decode(data, device=_check_device(device), max_pixels=cap, runtime=runtime, store=home)
+
+    def work(src: Path, dst: Path) -> None:
         notes: list[str] = []
-        out = image_bytes(img, fmt=image_format, notes=notes)
+        _, out = files.decode_file(_read_stdin() if _is_stream(src) else src, None if _is_stream(dst) else dst,
+                                   code, force, cap, fmt=fmt if _is_stream(dst) else None, notes=notes, store=home)
         for note in notes:
             click.echo(f"imgcodec: note: {dst}: {note}", err=True)
         if _is_stream(dst):
             _write_stdout(out)
-        else:
-            write_bytes_atomic(dst, out, force, inputs=[src])
 
     _run_batch(pairs, work, "decode")
 
@@ -278,7 +268,9 @@ def info(files, verbose=False):
 
     from .codec.imageio import open_input
     from .format.bitstream import read_layout
+    from .models.store import default_store
 
+    home = default_store()
     for name in files:
         # the header and the part lengths only, then the CRC32 in blocks: memory stays bounded
         with io.BytesIO(_read_stdin()) if name == STREAM else open_input(name) as f:
@@ -287,7 +279,9 @@ def info(files, verbose=False):
         click.echo(f"{name}:")
         click.echo(f"  model     {h.model}")
         click.echo(f"  weights   {h.weights.hex()}")
-        click.echo(f"  quality   {h.quality}")
+        quality = home.file_quality(h.model, h.quality)  # the header holds the position on the model's ladder
+        click.echo(f"  quality   {quality}" if quality is not None
+                   else f"  quality   position {h.quality} on the λ ladder of {h.model} (not installed here)")
         click.echo(f"  size      {h.width}x{h.height}")
         click.echo(f"  mode      {h.mode}")
         click.echo(f"  parts     {', '.join(map(str, s.lengths))} bytes")
@@ -297,15 +291,20 @@ def info(files, verbose=False):
         if verbose:
             from .light.dispatch import describe
 
-            click.echo(f"  runtime   {describe(h.model, h.quality)}")
+            click.echo(f"  runtime   {describe(h.model, h.quality if quality is None else quality)}")
 
 
 @cli.command()
 def models():
-    """List the models, their qualities (λ) and which have shipped weights; the default is marked."""
+    """List the models, their qualities (λ) and which have shipped weights; the default is marked.
+
+    Qualities are on one scale: quality k is the same λ in every model whose ladder lies on it."""
     from .models import store
+    from .models.config import LAMBDA_SCALE
 
     home = store.default_store()
+    scale = ", ".join(f"{k}={v:g}" for k, v in enumerate(LAMBDA_SCALE, 1))
+    click.echo(f"quality scale (λ, MSE): {scale}")
     for name, cfg in home.configs().items():
         shipped = set(home.shipped_qualities(name))
         weights = home.shipped_config(name) or cfg  # a study's weights may be narrower than the config
@@ -316,6 +315,8 @@ def models():
         default = " [default model]" if name == store.DEFAULT_MODEL else ""
         click.echo(f"{name}{default}: {cfg.description} (norm {cfg.norm}, {widths}, "
                    f"default quality {cfg.default_quality})")
+        if not cfg.on_scale:
+            click.echo("  its λ ladder is not on the quality scale: its qualities number its levels from 1")
         if cfg.continuous:
             click.echo(f"  continuous quality {cfg.qualities.start}..{cfg.qualities.stop - 1} (hundredths), one set of weights")
         for q in cfg.qualities:
@@ -328,7 +329,8 @@ def models():
 @cli.command()
 @click.option("--model", required=True, help="Model config name (models/NAME.toml).")
 @click.option("-q", "--quality", type=int,
-              help="Quality level; its λ comes from the config (a continuous-rate model without -q trains every level).")
+              help="Quality level on the common scale (`imgcodec models`); its λ comes from the config "
+                   "(a continuous-rate model without -q trains every level).")
 @click.option("--lambda", "lmbda", type=float, help="λ instead of a quality's.")
 @click.option("--data", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Folder of training images (recursive); repeat for several: crops are drawn uniformly "
@@ -538,11 +540,11 @@ def report(**kw):
 @click.option("--N", "N", type=int, help="Width N of every variant (default: the configs', 64).")
 @click.option("--M", "M", type=int, help="Latent width M of every variant (default: the configs', 96).")
 @click.option("--norms", multiple=True, help="Norms of the main axis (default: every registered norm).")
-@click.option("-q", "--qualities", multiple=True, help="Quality levels whose λ are trained (default: 2,4,6).")
+@click.option("-q", "--qualities", multiple=True, help="Quality levels whose λ are trained (default: 3,5,7).")
 @click.option("--batch-size", type=int, help="Batch size of the main axis (default: the recipe's).")
 @click.option("--batch-sizes", multiple=True, help="Second axis: batch sizes (default: 2,8; 'none' skips the axis).")
 @click.option("--batch-norms", multiple=True, help="Second axis: norms (default: bn,rbn,mabn,gn,frn,gdn).")
-@click.option("--batch-qualities", multiple=True, help="Second axis: quality levels (default: 4).")
+@click.option("--batch-qualities", multiple=True, help="Second axis: quality levels (default: 5).")
 @click.option("--patch", type=int, help="Crop size (default: the recipe's).")
 @click.option("--lr", type=float, help="Learning rate (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True)

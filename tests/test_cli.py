@@ -1,5 +1,6 @@
 """The command line as a user meets it: outputs, exit codes, one-line errors, no partial files."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,32 @@ def test_the_readme_set_up_leaves_no_untracked_files():
     assert all(f" {name} " in readme for name in written)  # the names the set-up command writes
     r = subprocess.run(["git", "check-ignore", *written], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.stdout.split() == written, r.stderr
+
+
+def test_the_command_line_and_the_api_are_one_file_path(capsys, tmp_path, photo):
+    """``imgcodec encode``/``decode`` and ``api.encode_file``/``decode_file`` write the same bytes
+    and refuse the same outputs: an existing one without ``--force``, the input itself even with it,
+    and, for a file naming a model that is not installed, any output at all."""
+    from imgcodec.codec import api
+    from imgcodec.errors import ModelError, OutputError
+    from imgcodec.format import bitstream
+
+    assert run(capsys, "encode", photo, tmp_path / "cli.bin")[0] == 0
+    data = api.encode_file(photo, tmp_path / "api.bin")
+    assert (tmp_path / "cli.bin").read_bytes() == data == (tmp_path / "api.bin").read_bytes()
+    assert run(capsys, "decode", tmp_path / "cli.bin", tmp_path / "cli.png")[0] == 0
+    img = api.decode_file(tmp_path / "api.bin", tmp_path / "api.png")
+    assert (tmp_path / "cli.png").read_bytes() == (tmp_path / "api.png").read_bytes()
+    assert img.size == (80, 48)
+    with pytest.raises(OutputError, match="exists"):
+        api.encode_file(photo, tmp_path / "api.bin")
+    with pytest.raises(OutputError, match="is the input file"):
+        api.encode_file(photo, photo, force=True)
+    s = bitstream.unpack(data)
+    (tmp_path / "other.bin").write_bytes(bitstream.pack(dataclasses.replace(s.header, model="no-such-model"),
+                                                        list(s.parts)))
+    with pytest.raises(ModelError, match="this file needs model 'no-such-model'"):
+        api.decode_file(tmp_path / "other.bin", tmp_path / "other.png")
+    code, _, err = run(capsys, "decode", tmp_path / "other.bin", tmp_path / "other.png")
+    assert_one_line_error(code, err, "this file needs model 'no-such-model'")
+    assert not (tmp_path / "other.png").exists()

@@ -16,23 +16,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import check_writable, write_bytes_atomic
 from ..errors import BitstreamError, CodecError, ModelError
 from ..format import bitstream
 from ..models.base import RatePoint
 from ..models.store import DEFAULT_MODEL, LoadedModel, Store, default_store
-from . import ratecontrol, tiling
-from .imageio import (
-    CanonicalImage,
-    file_bytes,
-    image_bytes,
-    output_format,
-    pack_alpha,
-    read_image,
-    read_input_bytes,
-    to_pil,
-    unpack_alpha,
-)
+from . import files, ratecontrol, tiling
+from .imageio import CanonicalImage, file_bytes, pack_alpha, read_image, to_pil, unpack_alpha
 from .refine import refine_latents
 from .tensors import padded_size
 
@@ -108,7 +97,7 @@ def encode_canonical(img: CanonicalImage, loaded: LoadedModel, device: str = "cp
     header = bitstream.Header(
         model=config.name,
         weights=bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES],
-        quality=q,
+        quality=config.stored(q),  # the position on the model's ladder (docs/bitstream.md)
         width=img.size[0],
         height=img.size[1],
         mode=img.mode,
@@ -166,22 +155,29 @@ def encode_to_target(img: CanonicalImage, model: str | None = None, size: int | 
     return ratecontrol.search(grid, encode_at, limit, tolerance)
 
 
-def _model_for(header: bitstream.Header, loaded: LoadedModel | None, store: Store) -> LoadedModel:
-    """The weights a file needs: the shipped ones it names, or ``loaded`` if it is those weights."""
+def _model_for(header: bitstream.Header, loaded: LoadedModel | None, store: Store) -> tuple[LoadedModel, int | float]:
+    """The weights a file needs: the shipped ones it names, or ``loaded`` if it is those weights;
+    and the file's quality on the common scale (the header holds its position on the model's ladder)."""
+    quality = header.quality
     if loaded is None:
         try:
-            loaded = store.load_shipped(header.model, header.quality)
+            config = store.load_config(header.model)
+        except ModelError as exc:
+            raise ModelError(f"this file needs model {header.model!r} (weights {header.weights.hex()}): {exc}") from None
+        try:
+            quality = config.from_stored(header.quality)
+            loaded = store.load_shipped(header.model, quality)
         except ModelError as exc:
             raise ModelError(
-                f"this file needs model {header.model!r} quality {header.quality} "
+                f"this file needs model {header.model!r} quality {quality} "
                 f"(weights {header.weights.hex()}): {exc}"
             ) from None
     if loaded.config.name != header.model or bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES] != header.weights:
         raise ModelError(
-            f"this file was made with other weights of {header.model!r} quality {header.quality} "
+            f"this file was made with other weights of {header.model!r} "
             f"(weights {header.weights.hex()}, installed {loaded.config.name} {loaded.sha256[:16]})"
         )
-    return loaded
+    return loaded, loaded.config.from_stored(header.quality)
 
 
 def _out_of_memory(exc: Exception) -> bool:
@@ -209,12 +205,12 @@ def decode(
     """
     stream = bitstream.unpack(file_bytes(data, max_pixels), max_pixels=max_pixels)
     h = stream.header
-    loaded = _model_for(h, loaded, store or default_store())
+    loaded, quality = _model_for(h, loaded, store or default_store())
     k = loaded.model.latent_parts
     if h.latent_parts != k:
         raise BitstreamError(f"corrupt header: {h.latent_parts} latent parts, but model {h.model!r} writes {k}")
     try:
-        rgb = decompress_latents(loaded.model.to(device), stream.parts[:k], h.height, h.width, device, h.quality)
+        rgb = decompress_latents(loaded.model.to(device), stream.parts[:k], h.height, h.width, device, quality)
     except (CodecError, MemoryError):  # out of memory is not damage: it stays a MemoryError
         raise
     except Exception as exc:  # the rANS decoder rejects a damaged payload in its own words
@@ -230,27 +226,22 @@ def read_info(data: bytes) -> bitstream.Bitstream:
 
 
 def encode_file(src: Path, dst: Path, quality=None, model=None, device="cpu", force=False, refine: int = 0,
-                metadata: str = "all", to_srgb: bool = False, **targets) -> bytes:
-    """Encode ``src`` into ``dst``: the input is read and the output checked before any work; the
-    output is never the input file (even with ``force``).
+                metadata: str = "all", to_srgb: bool = False, store: Store | None = None, **targets) -> bytes:
+    """Encode the image file ``src`` into ``dst`` (``files.encode_file``: the input is read and the
+    output checked before any weights load; the output is never the input file, even with ``force``).
 
     ``targets``: ``target_size`` or ``target_bpp`` of ``encode``; ``refine``, ``metadata``,
-    ``to_srgb``: see ``encode``."""
-
-    img = read_image(src, metadata, to_srgb)
-    check_writable(Path(dst), force, inputs=[src])
-    data = encode(img, quality=quality, model=model, device=device, refine=refine, **targets)
-    write_bytes_atomic(Path(dst), data, force, inputs=[src])
-    return data
+    ``to_srgb``, ``store``: see ``encode``."""
+    return files.encode_file(
+        src, dst, lambda img: encode(img, quality=quality, model=model, device=device, refine=refine, store=store,
+                                     **targets),
+        force, metadata, to_srgb)
 
 
-def decode_file(src: Path, dst: Path, device="cpu", force=False, max_pixels=bitstream.DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``src`` into an image file ``dst`` (format from its extension, metadata kept where
-    the format holds it); the output is never the input file."""
-
-    output_format(Path(dst))
-    data = read_input_bytes(src)
-    check_writable(Path(dst), force, inputs=[src])
-    img = decode(data, device=device, max_pixels=max_pixels)
-    write_bytes_atomic(Path(dst), image_bytes(img, Path(dst)), force, inputs=[src])
+def decode_file(src: Path, dst: Path, device="cpu", force=False, max_pixels=bitstream.DEFAULT_MAX_PIXELS,
+                store: Store | None = None) -> Image.Image:
+    """Decode the imgcodec file ``src`` into an image file ``dst`` (format from its extension,
+    metadata kept where the format holds it; ``files.decode_file``); the output is never the input file."""
+    img, _ = files.decode_file(src, dst, lambda data: decode(data, device=device, max_pixels=max_pixels, store=store),
+                               force, max_pixels, store=store)
     return img
