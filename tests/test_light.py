@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors.numpy import load_file
 
 from imgcodec.errors import CodecError, ModelError
 from imgcodec.format import bitstream, rans
@@ -117,6 +118,22 @@ def test_numpy_fixed_point_equals_the_torch_fixed_point():
         ref = hyperprior.fixed_point(m.entropy_parameters, torch.from_numpy(params)[None]).numpy()[0]
         ep = fixed.layers(t, "entropy_parameters", lmodels.LightCheckerboard.EP)
         assert np.array_equal(fixed.fixed_point(ep, params), ref)
+
+
+def test_the_context_at_the_non_anchors_equals_the_whole_context():
+    """``fixed_point_at`` (the non-anchors only, the taps that read anchors only) and ``pointwise``
+    give the same integers as ``fixed_point`` on the whole plane, odd sizes included."""
+    t = load_file(store.default_store().checkpoints / "checkerboard-gdn.safetensors")
+    cp = fixed.prepared([("conv", t["context_prediction.weight"], t["context_prediction.bias"])])
+    ep = fixed.layers(t, "entropy_parameters", lmodels.LightCheckerboard.EP)
+    M = t["context_prediction.weight"].shape[1]
+    rng = np.random.default_rng(1)
+    for h, w in ((1, 1), (1, 2), (3, 5), (8, 12)):
+        a = lmodels.anchor_mask((h, w))
+        anchors = np.where(a, fixed.to_fixed(np.round(rng.standard_normal((M, h, w)) * 5)), 0.0)
+        assert np.array_equal(fixed.fixed_point_at(cp, anchors, ~a, a), fixed.fixed_point(cp, anchors)[:, ~a])
+        params = fixed.to_fixed(rng.standard_normal((4 * M, h, w)) * 4)
+        assert np.array_equal(fixed.pointwise(ep, params[:, ~a]), fixed.fixed_point(ep, params)[:, ~a])
 
 
 def test_the_exported_graphs_match_the_manifest():

@@ -68,8 +68,15 @@ def array_to_input(rgb: np.ndarray) -> np.ndarray:
     return (rgb.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255))
 
 
-def output_to_array(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x[0] * np.float32(255)), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+def to_pixels(x_hat: np.ndarray, out: np.ndarray) -> None:
+    """``out`` (h, w, 3) uint8 = ``x_hat`` (1, 3, h, w) clipped to [0, 1], times 255, rounded:
+    ``codec/tensors.tensor_to_array``'s numbers, computed in place of ``x_hat``."""
+    if not x_hat.flags.writeable:
+        x_hat = x_hat.copy()
+    np.clip(x_hat, 0, 1, out=x_hat)
+    np.multiply(x_hat, np.float32(255), out=x_hat)
+    np.rint(x_hat, out=x_hat)
+    np.copyto(out, x_hat[0].transpose(1, 2, 0), casting="unsafe")
 
 
 def tile_size(lh: int, lw: int, model: LightModel, tile: int | None = None) -> int:
@@ -118,11 +125,11 @@ def synthesis(model: LightModel, y_hat: np.ndarray, height: int, width: int, til
     lh, lw = y_hat.shape[-2:]
     out = np.empty((height, width, 3), np.uint8)
     for rows, cols, cr, cc in tiles(lh, lw, tile_size(lh, lw, model, tile), _halo(model)):
-        x_hat = np.clip(model.g_s(y_hat[..., cr, cc]), 0, 1)
+        x_hat = model.g_s(y_hat[..., cr, cc])
         p0, p1 = rows.start * s, min(rows.stop * s, height)
         q0, q1 = cols.start * s, min(cols.stop * s, width)
         r, c = cr.start * s, cc.start * s
-        out[p0:p1, q0:q1] = output_to_array(x_hat[..., p0 - r: p1 - r, q0 - c: q1 - c])
+        to_pixels(x_hat[..., p0 - r: p1 - r, q0 - c: q1 - c], out[p0:p1, q0:q1])
     return out
 
 

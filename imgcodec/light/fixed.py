@@ -22,8 +22,9 @@ _BAND_BYTES = 64 << 20  # im2col in bands of output rows of about this size
 
 
 def layers(tensors: dict, prefix: str, kinds: tuple) -> list:
-    """The layers of a ``Sequential`` from its tensors: ``kinds`` per index, ``"conv"`` (stride 1,
-    "same" padding), ``"deconv"`` (5×5, stride 2, padding 2, output padding 1), ``"relu"``."""
+    """The layers of a ``Sequential`` from its tensors, prepared (``Layer``): ``kinds`` per index,
+    ``"conv"`` (stride 1, "same" padding), ``"deconv"`` (5×5, stride 2, padding 2, output padding
+    1), ``"relu"``."""
     out = []
     for i, kind in enumerate(kinds):
         if kind == "relu":
@@ -33,17 +34,20 @@ def layers(tensors: dict, prefix: str, kinds: tuple) -> list:
             w = tensors[f"{name}.weight" if name else "weight"]
             b = tensors[f"{name}.bias" if name else "bias"]
             out.append((kind, w, b))
-    return out
+    return prepared(out)
 
 
-def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad_lo: int, pad_hi: int) -> np.ndarray:
-    """``conv2d`` of ``x`` (C, H, W) with ``w`` (O, C, k, k), float64 matrix products by row bands."""
+def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad_lo: int, pad_hi: int,
+          wm: np.ndarray | None = None) -> np.ndarray:
+    """``conv2d`` of ``x`` (C, H, W) with ``w`` (O, C, k, k), float64 matrix products by row bands
+    (``wm``: ``w`` as the (C·k·k, O) matrix, where the caller has it)."""
     o, c, kh, kw = w.shape
     if pad_lo or pad_hi:
         x = np.pad(x, ((0, 0), (pad_lo, pad_hi), (pad_lo, pad_hi)))
     ho = (x.shape[1] - kh) // stride + 1
     wo = (x.shape[2] - kw) // stride + 1
-    wm = w.reshape(o, -1).T
+    if wm is None:
+        wm = w.reshape(o, -1).T
     out = np.empty((ho * wo, o), np.float64)
     if kh == kw == 1 and stride == 1:
         np.matmul(x.reshape(c, -1).T, wm, out=out)
@@ -84,27 +88,103 @@ def pixel_shuffle(x: np.ndarray) -> np.ndarray:
     return x.reshape(c4 // 4, 2, 2, h, w).transpose(0, 3, 1, 4, 2).reshape(c4 // 4, 2 * h, 2 * w)
 
 
-def fixed_point(layer_list, x: np.ndarray) -> np.ndarray:
-    """The layers on ``x`` ((C, H, W) float64 integers, ``HS_ACT_BITS`` fraction bits), exactly."""
-    x = np.array(x, dtype=np.float64, copy=True)
-    for kind, w32, b32 in layer_list:
+class Layer:
+    """One fixed-point layer, prepared once: the integer weights (as the matrix the products take),
+    the integer bias and the clamp that keeps every partial sum exact."""
+
+    __slots__ = ("kind", "w", "b", "wm", "limit")
+
+    def __init__(self, kind: str, w32: np.ndarray | None, b32: np.ndarray | None):
+        self.kind = kind
         if kind == "relu":
-            np.maximum(x, 0, out=x)
-            continue
+            self.w = self.b = self.wm = None
+            self.limit = None
+            return
         w = np.round(w32.astype(np.float64) * 2.0**HS_WEIGHT_BITS)
         b = np.round(b32.astype(np.float64) * 2.0 ** (HS_ACT_BITS + HS_WEIGHT_BITS))
         reach = float(np.abs(w).sum(axis=(0, 2, 3) if kind == "deconv" else (1, 2, 3)).max())
         room = _EXACT - 1 - float(np.abs(b).max())
         if not (math.isfinite(reach) and room > 0):
             raise ModelError("the hyper-synthesis weights are out of range: broken weights?")
-        limit = math.floor(room / max(reach, 1.0))
-        np.clip(x, -limit, limit, out=x)
+        self.limit = math.floor(room / max(reach, 1.0))
         if kind == "deconv":  # 5×5, stride 2, padding 2, output padding 1: four phase convolutions
-            acc = pixel_shuffle(_conv(x, phase_weights(w), np.repeat(b, 4), 1, 1, 1))
+            w, b = phase_weights(w), np.repeat(b, 4)
+        self.w, self.b = w, b
+        self.wm = np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
+
+
+def prepared(layer_list) -> list:
+    """``layer_list`` (``layers``' tuples, or ``Layer``s) as ``Layer``s."""
+    return [x if isinstance(x, Layer) else Layer(*x) for x in layer_list]
+
+
+def fixed_point(layer_list, x: np.ndarray) -> np.ndarray:
+    """The layers on ``x`` ((C, H, W) float64 integers, ``HS_ACT_BITS`` fraction bits), exactly."""
+    x = np.array(x, dtype=np.float64, copy=True)
+    for layer in prepared(layer_list):
+        if layer.kind == "relu":
+            np.maximum(x, 0, out=x)
+            continue
+        np.clip(x, -layer.limit, layer.limit, out=x)
+        if layer.kind == "deconv":
+            acc = pixel_shuffle(_conv(x, layer.w, layer.b, 1, 1, 1, layer.wm))
         else:
-            acc = _conv(x, w, b, 1, w.shape[-1] // 2, w.shape[-1] // 2)
-        x = np.round(acc * 2.0**-HS_WEIGHT_BITS)
+            k = layer.w.shape[-1]
+            acc = _conv(x, layer.w, layer.b, 1, k // 2, k // 2, layer.wm)
+        acc *= 2.0**-HS_WEIGHT_BITS
+        x = np.round(acc, out=acc)
     return x
+
+
+def fixed_point_at(layer_list, x: np.ndarray, where: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """``fixed_point(layer_list, x)[:, where]`` ((O, K), K the positions of ``where`` in row-major
+    order), computing those positions only: the first layer a "same" convolution, the others 1×1
+    convolutions and ReLUs (the checkerboard's context and entropy parameters).
+
+    ``x`` is zero outside ``support`` (a boolean (H, W) mask); the taps of the first convolution
+    that read only such zeros (or the padding) at every position of ``where`` are left out.  Every
+    product left out is an exact zero, every sum an exact integer: the same numbers as
+    ``fixed_point``."""
+    layer_list = prepared(layer_list)
+    first, rest = layer_list[0], layer_list[1:]
+    if first.kind != "conv":
+        raise ValueError("fixed_point_at: a convolution first")
+    o, c, kh, kw = first.w.shape
+    ph, pw = kh // 2, kw // 2
+    x = np.clip(np.asarray(x, dtype=np.float64), -first.limit, first.limit)
+    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw)))
+    sp = np.pad(np.asarray(support, bool), ((ph, ph), (pw, pw)))
+    rows, cols = np.nonzero(where)
+    taps = [(i, j) for i in range(kh) for j in range(kw) if sp[rows + i, cols + j].any()]
+    if taps:
+        ti = np.array([t[0] for t in taps])
+        tj = np.array([t[1] for t in taps])
+        cols_ = xp[:, rows[:, None] + ti, cols[:, None] + tj]  # (C, K, T)
+        im = np.ascontiguousarray(cols_.transpose(1, 0, 2)).reshape(len(rows), -1)
+        wm = first.w[:, :, ti, tj].reshape(o, -1).T  # (C·T, O), the same (C, T) order
+        acc = im @ wm
+    else:
+        acc = np.zeros((len(rows), o))
+    acc += first.b
+    acc *= 2.0**-HS_WEIGHT_BITS
+    return pointwise(rest, np.round(acc, out=acc).T)
+
+
+def pointwise(layer_list, x: np.ndarray) -> np.ndarray:
+    """1×1 convolutions and ReLUs on ``x`` ((C, K) float64 integers: K positions), exactly as
+    ``fixed_point`` computes them at each position."""
+    x = np.asarray(x, dtype=np.float64)
+    for layer in prepared(layer_list):
+        if layer.kind == "relu":
+            x = np.maximum(x, 0)
+            continue
+        if layer.kind != "conv" or layer.w.shape[-1] != 1:
+            raise ValueError("pointwise: 1×1 convolutions and ReLUs only")
+        acc = np.clip(x, -layer.limit, layer.limit).T @ layer.wm
+        acc += layer.b
+        acc *= 2.0**-HS_WEIGHT_BITS
+        x = np.round(acc, out=acc).T
+    return np.ascontiguousarray(x)
 
 
 def to_fixed(t: np.ndarray) -> np.ndarray:

@@ -20,9 +20,42 @@ _THREADS: list[int | None] = [None]  # ONNX Runtime's intra-op threads (None: it
 
 
 def set_threads(n: int | None) -> None:
-    """Threads of the ONNX Runtime sessions made after this call (``None``: ONNX Runtime's default)."""
+    """Threads of the ONNX Runtime sessions made after this call and of numpy's BLAS (the
+    fixed-point products) from now on (``None``: their defaults)."""
     _THREADS[0] = n
     _SESSIONS.clear()
+    if n:
+        blas_threads(n)
+
+
+_BLAS_SYMBOLS = ("openblas_set_num_threads64_", "scipy_openblas_set_num_threads64_", "openblas_set_num_threads",
+                 "scipy_openblas_set_num_threads")
+
+
+def blas_threads(n: int) -> bool:
+    """Limit the OpenBLAS that numpy loaded to ``n`` threads (where it is OpenBLAS, on Linux);
+    whether it could.  OpenBLAS reads ``OPENBLAS_NUM_THREADS`` only when numpy is imported."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            paths = {line.split()[-1] for line in f if len(line.split()) >= 6}
+    except OSError:
+        return False
+    libs = {p for p in paths if "openblas" in os.path.basename(p).lower() and ".so" in os.path.basename(p)}
+    done = False
+    for lib in sorted(libs):
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for name in _BLAS_SYMBOLS:
+            fn = getattr(handle, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(int(n)))
+                done = True
+                break
+    return done
 
 
 _SESSIONS: dict = {}
@@ -37,6 +70,8 @@ def session(path):
         opts = ort.SessionOptions()
         threads = _THREADS[0] or int(os.environ.get("IMGCODEC_THREADS", "0") or 0)
         if threads:
+            if _THREADS[0] is None:
+                blas_threads(threads)
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -258,7 +293,7 @@ class LightCheckerboard(LightHyperprior):
     def __init__(self, weights):
         super().__init__(weights)
         self.h_m = fixed.layers(self.t, "h_m", self.HM)
-        self.cp = [("conv", self.t["context_prediction.weight"], self.t["context_prediction.bias"])]
+        self.cp = fixed.prepared([("conv", self.t["context_prediction.weight"], self.t["context_prediction.bias"])])
         self.ep = fixed.layers(self.t, "entropy_parameters", self.EP)
 
     def fixed_hyper_parameters(self, z_hat, shape):
@@ -266,11 +301,14 @@ class LightCheckerboard(LightHyperprior):
         h, w = shape
         return fixed.fixed_point(self.h_s, zf)[:, :h, :w], fixed.fixed_point(self.h_m, zf)[:, :h, :w]
 
-    def fixed_context_parameters(self, scales0, means0, anchors):
-        c = fixed.fixed_point(self.cp, anchors)
-        d = fixed.fixed_point(self.ep, np.concatenate([scales0, means0, c], axis=0))
+    def fixed_context_parameters(self, scales0, means0, anchors, a):
+        """The scales and means of the non-anchors (``~a``), (M, K) each: the context of the
+        ``anchors`` (zero off ``a``) and the entropy parameters, at those positions only."""
+        na = ~a
+        c = fixed.fixed_point_at(self.cp, anchors, na, a)
+        d = fixed.pointwise(self.ep, np.concatenate([scales0[:, na], means0[:, na], c], axis=0))
         m = scales0.shape[0]
-        return np.maximum(scales0 + d[:m], 0), means0 + d[m:]
+        return np.maximum(scales0[:, na] + d[:m], 0), means0[:, na] + d[m:]
 
     def _code(self, symbols, scales) -> bytes:
         if symbols.shape[-1] == 0:
@@ -296,11 +334,11 @@ class LightCheckerboard(LightHyperprior):
         y64 = y[0].astype(np.float64)
         q0 = np.round(y64 - means0 / ONE)
         anchors = np.where(a, q0 * ONE + means0, 0.0)
-        scales1, means1 = self.fixed_context_parameters(scales0, means0, anchors)
-        q1 = np.round(y64 - means1 / ONE)
+        scales1, means1 = self.fixed_context_parameters(scales0, means0, anchors, a)
+        q1 = np.round(y64[:, ~a] - means1 / ONE)
         check_codable(q0[:, a])
-        check_codable(q1[:, ~a])
-        return [z_payload, self._code(q0[:, a], scales0[:, a]), self._code(q1[:, ~a], scales1[:, ~a])]
+        check_codable(q1)
+        return [z_payload, self._code(q0[:, a], scales0[:, a]), self._code(q1, scales1)]
 
     def exact_latents(self, parts, shape, quality=None):
         """``ŷ`` in fixed point (float64 integers, 12 fraction bits), (1, M, *shape)."""
@@ -309,8 +347,8 @@ class LightCheckerboard(LightHyperprior):
         a = anchor_mask(shape)
         y_fixed = np.zeros_like(means0)
         y_fixed[:, a] = self._decode(parts[1], scales0[:, a]) * ONE + means0[:, a]
-        scales1, means1 = self.fixed_context_parameters(scales0, means0, y_fixed)
-        y_fixed[:, ~a] = self._decode(parts[2], scales1[:, ~a]) * ONE + means1[:, ~a]
+        scales1, means1 = self.fixed_context_parameters(scales0, means0, y_fixed, a)
+        y_fixed[:, ~a] = self._decode(parts[2], scales1) * ONE + means1
         return y_fixed[None]
 
     def decompress_latents(self, parts, shape, quality=None):
