@@ -63,11 +63,18 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
-    """MS-SSIM of two (H, W, 3) uint8 arrays; None where the image is too small for 5 scales."""
+    """MS-SSIM of two (H, W, 3) uint8 arrays; None where the image is too small for 5 scales.
+
+    pytorch-msssim where the torch runtime runs (``light.dispatch.resolve``), else ``ms_ssim_numpy``:
+    the same function in numpy (the two agree to 1e-5; ``tests/test_light_eval.py``)."""
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
         return None
+    from ..light import dispatch
+
+    if dispatch.resolve() == "onnx":
+        return ms_ssim_numpy(a, b)
     # deferred: torch: only MS-SSIM needs it here
     import torch
     from pytorch_msssim import ms_ssim as _ms_ssim
@@ -77,6 +84,52 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
 
     with torch.no_grad():
         return float(_ms_ssim(t(a), t(b), data_range=255.0, size_average=True))
+
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _gauss_filter(x: np.ndarray, win: np.ndarray) -> np.ndarray:
+    """The 'valid' separable filtering of (C, H, W) by ``win`` along H, then W."""
+    k = len(win)
+    h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
+    out = sum(win[i] * x[:, i:i + h, :] for i in range(k))
+    return sum(win[i] * out[:, :, i:i + w] for i in range(k))
+
+
+def _avg_pool(x: np.ndarray) -> np.ndarray:
+    """``F.avg_pool2d(kernel_size=2, padding=size % 2)`` (zeros counted) of (C, H, W)."""
+    ph, pw = x.shape[1] % 2, x.shape[2] % 2
+    x = np.pad(x, ((0, 0), (ph, ph), (pw, pw)))
+    h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+    x = x[:, :h, :w]
+    return (x[:, 0::2, 0::2] + x[:, 1::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 1::2]) / 4
+
+
+def ms_ssim_numpy(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
+    """pytorch-msssim's ``ms_ssim`` (11-tap Gaussian window, σ 1.5, K = (0.01, 0.03), its five
+    weights, channel mean) of two (H, W, 3) arrays, in float64 numpy: no torch."""
+    coords = np.arange(11, dtype=np.float64) - 5
+    win = np.exp(-(coords**2) / (2 * 1.5**2))
+    win /= win.sum()
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    x = np.asarray(a, np.float64).transpose(2, 0, 1)
+    y = np.asarray(b, np.float64).transpose(2, 0, 1)
+    values = []
+    for level in range(len(MS_SSIM_WEIGHTS)):
+        mu1, mu2 = _gauss_filter(x, win), _gauss_filter(y, win)
+        s11 = _gauss_filter(x * x, win) - mu1 * mu1
+        s22 = _gauss_filter(y * y, win) - mu2 * mu2
+        s12 = _gauss_filter(x * y, win) - mu1 * mu2
+        cs_map = (2 * s12 + c2) / (s11 + s22 + c2)
+        if level < len(MS_SSIM_WEIGHTS) - 1:
+            values.append(np.maximum(cs_map.mean(axis=(1, 2)), 0))
+            x, y = _avg_pool(x), _avg_pool(y)
+        else:
+            ssim_map = (2 * mu1 * mu2 + c1) / (mu1 * mu1 + mu2 * mu2 + c1) * cs_map
+            values.append(np.maximum(ssim_map.mean(axis=(1, 2)), 0))
+    per_channel = np.prod([v ** w for v, w in zip(values, MS_SSIM_WEIGHTS)], axis=0)
+    return float(per_channel.mean())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +317,36 @@ def evaluate_model(
                 raise ModelError(f"model {model!r} has no shipped weights (see `imgcodec models`)")
         for q in qualities:
             config.check_quality(q)
+    from ..light import dispatch
+
+    torch_only = "--checkpoint" if checkpoint is not None else "--refine" if refine else \
+        f"--device {device}" if device != "cpu" else None
+    runtime = dispatch.resolve(None, torch_only=torch_only)
     images = load_images(data, limit)
+
+    if runtime == "onnx":
+        # deferred: numpy, onnxruntime and numba: the light runtime, no torch
+        import onnxruntime
+
+        from ..light import codec as light
+
+        models = {q: light.load(store, model, q) for q in qualities}
+        entries = {q: store.shipped_entry(model, q)[0] for q in qualities}
+
+        def decode(data: bytes) -> np.ndarray:
+            return np.asarray(light.decode(data, store=store).convert("RGB"))
+
+        def encode(rgb: np.ndarray, q) -> bytes:
+            lm, qn = models[q]
+            return light.encode_canonical(CanonicalImage(rgb, None, False), lm, qn)
+
+        config = models[qualities[0]][0].config
+        weights = {str(q): {"sha256": lm.weights.sha256,
+                            "lambda": config.lmbda(qn) if config.continuous else entries[q].get("lambda"),
+                            "steps": entries[q].get("steps")} for q, (lm, qn) in sorted(models.items())}
+        env = environment(runtime="onnx", onnxruntime=onnxruntime.__version__)
+        return _results(images, data, models, encode, decode, config, name, config.name, refine, progress,
+                        {"manifest": "checkpoints/manifest.json"}, weights, device, env)
 
     # deferred: torch loads once names and qualities are checked
     import torch
@@ -295,7 +377,22 @@ def evaluate_model(
         return codec.encode_canonical(CanonicalImage(rgb, None, False), models[q], device, refine=refine)
 
     config = next(iter(models.values())).config
-    label = name or (config.name if checkpoint is None else f"{config.name} ({Path(checkpoint).stem})")
+    weights = {
+        # A continuous model's one checkpoint has no λ of its own: each quality has its level's.
+        str(q): {"sha256": m.sha256, "lambda": m.config.lmbda(q) if m.config.continuous else m.meta.get("lambda"),
+                 "steps": m.meta.get("steps")}
+        for q, m in sorted(models.items())
+    }
+    env = environment(runtime="torch", torch=torch.__version__, torch_threads=torch.get_num_threads())
+    default = config.name if checkpoint is None else f"{config.name} ({Path(checkpoint).stem})"
+    return _results(images, data, models, encode, decode, config, name, default, refine, progress, source, weights,
+                    device, env)
+
+
+def _results(images, data: Path, models: dict, encode: Encoder, decode: Decoder, config, name, default: str,
+             refine: int, progress, source: dict, weights: dict, device: str, env: dict) -> Results:
+    """The ``Results`` of one learned model on ``images``, whichever runtime codes them."""
+    label = name or default
     if refine and not name:
         label += f" refine {refine}"
     rows = run(images, sorted(models), encode, decode, label=label, progress=progress)
@@ -303,18 +400,12 @@ def evaluate_model(
         "model": config.name,
         "config": json.loads(config.to_json()),
         **source,
-        "weights": {
-            # A continuous model's one checkpoint has no λ of its own: each quality has its level's.
-            str(q): {"sha256": m.sha256, "lambda": m.config.lmbda(q) if m.config.continuous else m.meta.get("lambda"),
-                     "steps": m.meta.get("steps")}
-            for q, m in sorted(models.items())
-        },
+        "weights": weights,
         "device": device,
         "refine_steps": refine,
         "colour": "RGB (alpha dropped, grayscale coded as R=G=B)",
         "bytes": "the whole .bin file: header, payload and CRC32",
     }
-    env = environment(torch=torch.__version__, torch_threads=torch.get_num_threads())
     return Results(
         name=label,
         description=config.description or config.name,

@@ -117,20 +117,39 @@ def compare_photo(path: Path, size: int | None = None, bpp: float | None = None,
                   refine: int = 0, codecs: Sequence[str] = DEFAULT_CODECS, device: str = "cpu",
                   rgb: np.ndarray | None = None) -> PhotoComparison:
     """Every codec's file of the photo at ``path`` (or of ``rgb``) that fits ``size`` bytes or ``bpp``."""
-    # deferred: torch loads once the codecs are checked
-    from ..codec import api as codec
+    from ..light import dispatch
+    from ..models.store import DEFAULT_MODEL
 
     path = Path(path)
     if rgb is None:
         rgb = load_rgb_array(path)
     names = check_codecs(codecs)
+    torch_only = "--refine" if refine else f"--device {device}" if device != "cpu" else None
+    if dispatch.resolve(None, torch_only=torch_only) == "torch":
+        # deferred: torch loads once the codecs are checked
+        from ..codec import api as codec
+
+        def fitted():
+            return codec.encode_to_target(CanonicalImage(rgb, None, False), model, size=size, bpp=bpp,
+                                          device=device, refine=refine)
+
+        def decoder(data):
+            return codec.decode(data, device=device)
+    else:
+        # deferred: the light runtime (numpy, onnxruntime, numba), no torch
+        from ..light import codec as light
+
+        def fitted():
+            return light.encode_to_target(CanonicalImage(rgb, None, False), model, size=size, bpp=bpp)
+
+        def decoder(data):
+            return light.decode(data)
     try:
-        fit = codec.encode_to_target(CanonicalImage(rgb, None, False), model, size=size, bpp=bpp,
-                                     device=device, refine=refine)
+        fit = fitted()
     except CodecError as exc:
         raise type(exc)(f"{path.name}: imgcodec: {exc}") from None
-    decoded = np.asarray(codec.decode(fit.data, device=device).convert("RGB"))
-    label = "imgcodec" + ("" if model in (None, codec.DEFAULT_MODEL) else f" {model}") + (f" refine {refine}" if refine else "")
+    decoded = np.asarray(decoder(fit.data).convert("RGB"))
+    label = "imgcodec" + ("" if model in (None, DEFAULT_MODEL) else f" {model}") + (f" refine {refine}" if refine else "")
     coded = [_scored("imgcodec", label, fit.quality, fit.data, decoded, rgb)]
     for name in names:
         base = baselines.get(name)
