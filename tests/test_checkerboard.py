@@ -226,8 +226,8 @@ def test_shipped_meanscale_grows_into_the_context_model_as_the_same_function():
     from imgcodec.models.store import default_store
 
     store = default_store()
-    source = store.default_store().load_shipped("meanscale-gdn").model
-    grown = build_model(store.default_store().load_config("checkerboard-gdn"))
+    source = store.load_shipped("meanscale-gdn").model
+    grown = build_model(store.load_config("checkerboard-gdn"))
     init_from(grown, source)
     grown.eval()
     x = torch.from_numpy(natural_image(64, 96, seed=9)).permute(2, 0, 1)[None].float() / 255
