@@ -16,18 +16,13 @@ from imgcodec.eval import evaluate
 from conftest import ROOT, natural_image
 
 NO_TORCH = r"""
-import sys
-from pathlib import Path
+import json, sys
 from imgcodec.cli import cli
-out = Path(sys.argv[1])
-def run(*args):
+for args in json.loads(sys.argv[1]):
     try:
-        cli.main(list(args), standalone_mode=False)
+        cli.main(args, standalone_mode=False)
     except SystemExit as exc:
         assert not exc.code, (args, exc.code)
-run("eval", "--model", "factorized-relu", "--data", str(out / "data"), "-o", str(out / "r.json"))
-run("compare-images", str(out / "data" / "a.png"), "--size", "6KB", "--codecs", "jpeg", "-o", str(out / "c.html"))
-run("baseline", "--codec", "jpeg", "-q", "50", "--data", str(out / "data"), "-o", str(out / "j.json"))
 print("torch" in sys.modules, "compressai" in sys.modules, "pytorch_msssim" in sys.modules)
 """
 
@@ -36,8 +31,12 @@ def test_eval_and_compare_images_on_the_light_runtime_import_no_torch(tmp_path):
     (tmp_path / "data").mkdir()
     Image.fromarray(natural_image(176, 192)).save(tmp_path / "data" / "a.png")
     env = {"IMGCODEC_RUNTIME": "onnx", "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path)], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=900)
+    data, photo = str(tmp_path / "data"), str(tmp_path / "data" / "a.png")
+    commands = [["eval", "--model", "factorized-relu", "--data", data, "-o", str(tmp_path / "r.json")],
+                ["compare-images", photo, "--size", "6KB", "--codecs", "jpeg", "-o", str(tmp_path / "c.html")],
+                ["baseline", "--codec", "jpeg", "-q", "50", "--data", data, "-o", str(tmp_path / "j.json")]]
+    r = subprocess.run([sys.executable, "-c", NO_TORCH, json.dumps(commands)], capture_output=True, text=True,
+                       env=env, cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "False False False", r.stdout
     res = json.loads((tmp_path / "r.json").read_text())
