@@ -87,3 +87,25 @@ def test_the_light_install_encodes_and_decodes(light_venv, tmp_path):
         assert d.max() <= 1 and (d > 0).mean() <= 0.001
     there = np.asarray(Image.open(tmp_path / "s.png"))
     assert np.array_equal(there, np.asarray(imgcodec.decode((tmp_path / "s.bin").read_bytes(), runtime="onnx")))
+
+
+def test_the_light_install_evaluates_and_compares(light_venv, tmp_path):
+    """``eval``, ``baseline`` and ``compare-images`` run from the light install (ONNX Runtime, no
+    torch): every package they import is one it declares."""
+    import json
+    import shutil
+
+    exe = light_venv / "bin" / "imgcodec"
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(SAMPLE, data / "sample.png")
+    r = _run([exe, "eval", "--model", "checkerboard-gdn", "-q", "2,5", "--data", data, "-o", tmp_path / "e.json"],
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "e.json").read_text())
+    assert results["environment"]["runtime"] == "onnx" and len(results["results"]["bpp"]) == 2, results
+    r = _run([exe, "baseline", "--codec", "jpeg", "-q", "50", "--data", data, "-o", tmp_path / "j.json"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _run([exe, "compare-images", data / "sample.png", "--size", "4KB", "--codecs", "jpeg", "-o", tmp_path / "c.html"],
+             cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "c.html").stat().st_size > 0, r.stderr
