@@ -156,7 +156,8 @@ def cli() -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output-dir", help="Encode every INPUT into this folder as NAME.bin.")
 @click.option("-q", "--quality", type=float,
-              help="Quality level (default: the model's default); fractional (e.g. 3.4) for continuous-rate models.")
+              help="Quality level on the common scale, the same λ in every model (default: the model's default; "
+                   "`imgcodec models` lists each model's range); fractional (e.g. 3.4) for continuous-rate models.")
 @click.option("--target-size", help="Instead of -q: the highest quality whose file fits in this size (e.g. 100KB, 1.5MB).")
 @click.option("--target-bpp", type=float, help="Instead of -q: the highest quality whose file fits in this many bits per pixel.")
 @click.option("--model", default=None, callback=_model_name,
@@ -214,7 +215,7 @@ def encode(inputs, output_dir, quality, target_size, target_bpp, model, refine, 
             from .format import bitstream
 
             s = bitstream.unpack(data, max_pixels=None)
-            click.echo(f"{dst}: quality {s.header.quality}, {s.size} bytes, {s.bpp:.4f} bpp",
+            click.echo(f"{dst}: quality {config.from_stored(s.header.quality)}, {s.size} bytes, {s.bpp:.4f} bpp",
                        err=_is_stream(dst))
 
     _run_batch(pairs, work, "encode")
@@ -267,7 +268,9 @@ def info(files, verbose=False):
 
     from .codec.imageio import open_input
     from .format.bitstream import read_layout
+    from .models.store import default_store
 
+    home = default_store()
     for name in files:
         # the header and the part lengths only, then the CRC32 in blocks: memory stays bounded
         with io.BytesIO(_read_stdin()) if name == STREAM else open_input(name) as f:
@@ -276,7 +279,9 @@ def info(files, verbose=False):
         click.echo(f"{name}:")
         click.echo(f"  model     {h.model}")
         click.echo(f"  weights   {h.weights.hex()}")
-        click.echo(f"  quality   {h.quality}")
+        quality = home.file_quality(h.model, h.quality)  # the header holds the position on the model's ladder
+        click.echo(f"  quality   {quality}" if quality is not None
+                   else f"  quality   position {h.quality} on the λ ladder of {h.model} (not installed here)")
         click.echo(f"  size      {h.width}x{h.height}")
         click.echo(f"  mode      {h.mode}")
         click.echo(f"  parts     {', '.join(map(str, s.lengths))} bytes")
@@ -286,15 +291,20 @@ def info(files, verbose=False):
         if verbose:
             from .light.dispatch import describe
 
-            click.echo(f"  runtime   {describe(h.model, h.quality)}")
+            click.echo(f"  runtime   {describe(h.model, h.quality if quality is None else quality)}")
 
 
 @cli.command()
 def models():
-    """List the models, their qualities (λ) and which have shipped weights; the default is marked."""
+    """List the models, their qualities (λ) and which have shipped weights; the default is marked.
+
+    Qualities are on one scale: quality k is the same λ in every model whose ladder lies on it."""
     from .models import store
+    from .models.config import LAMBDA_SCALE
 
     home = store.default_store()
+    scale = ", ".join(f"{k}={v:g}" for k, v in enumerate(LAMBDA_SCALE, 1))
+    click.echo(f"quality scale (λ, MSE): {scale}")
     for name, cfg in home.configs().items():
         shipped = set(home.shipped_qualities(name))
         weights = home.shipped_config(name) or cfg  # a study's weights may be narrower than the config
@@ -305,6 +315,8 @@ def models():
         default = " [default model]" if name == store.DEFAULT_MODEL else ""
         click.echo(f"{name}{default}: {cfg.description} (norm {cfg.norm}, {widths}, "
                    f"default quality {cfg.default_quality})")
+        if not cfg.on_scale:
+            click.echo("  its λ ladder is not on the quality scale: its qualities number its levels from 1")
         if cfg.continuous:
             click.echo(f"  continuous quality {cfg.qualities.start}..{cfg.qualities.stop - 1} (hundredths), one set of weights")
         for q in cfg.qualities:
@@ -317,7 +329,8 @@ def models():
 @cli.command()
 @click.option("--model", required=True, help="Model config name (models/NAME.toml).")
 @click.option("-q", "--quality", type=int,
-              help="Quality level; its λ comes from the config (a continuous-rate model without -q trains every level).")
+              help="Quality level on the common scale (`imgcodec models`); its λ comes from the config "
+                   "(a continuous-rate model without -q trains every level).")
 @click.option("--lambda", "lmbda", type=float, help="λ instead of a quality's.")
 @click.option("--data", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Folder of training images (recursive); repeat for several: crops are drawn uniformly "
@@ -527,11 +540,11 @@ def report(**kw):
 @click.option("--N", "N", type=int, help="Width N of every variant (default: the configs', 64).")
 @click.option("--M", "M", type=int, help="Latent width M of every variant (default: the configs', 96).")
 @click.option("--norms", multiple=True, help="Norms of the main axis (default: every registered norm).")
-@click.option("-q", "--qualities", multiple=True, help="Quality levels whose λ are trained (default: 2,4,6).")
+@click.option("-q", "--qualities", multiple=True, help="Quality levels whose λ are trained (default: 3,5,7).")
 @click.option("--batch-size", type=int, help="Batch size of the main axis (default: the recipe's).")
 @click.option("--batch-sizes", multiple=True, help="Second axis: batch sizes (default: 2,8; 'none' skips the axis).")
 @click.option("--batch-norms", multiple=True, help="Second axis: norms (default: bn,rbn,mabn,gn,frn,gdn).")
-@click.option("--batch-qualities", multiple=True, help="Second axis: quality levels (default: 4).")
+@click.option("--batch-qualities", multiple=True, help="Second axis: quality levels (default: 5).")
 @click.option("--patch", type=int, help="Crop size (default: the recipe's).")
 @click.option("--lr", type=float, help="Learning rate (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -9,7 +9,7 @@ puts the tiles back together and reports the mean PSNR over the images, next to 
 coded at once (Kodak's 768×512 is a multiple of every tile size, so both cover the same pixels).
 Writes OUT/extent.json and prints a markdown table.
 
-    python scripts/ablation_extent.py results/ablation --eval ../shared/data/kodak -q 4
+    python scripts/ablation_extent.py results/ablation --eval ../shared/data/kodak -q 5
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("out", type=Path, help="the study's results folder (points/, runs/)")
     ap.add_argument("--eval", type=Path, required=True, help="evaluation images (the study's)")
     ap.add_argument("--work", type=Path, help="the study's training folders (default: OUT/runs)")
-    ap.add_argument("-q", "--quality", type=int, default=4)
+    ap.add_argument("-q", "--quality", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -4,7 +4,9 @@
     python scripts/record_kodak.py results/kodak/factorized-gdn.json
 
 Only entries whose weights are the ones evaluated (same sha256) are updated; a continuous model's one
-checkpoint gets its figures per quality ({"1": {"bpp": …, "psnr": …}, …}).
+checkpoint gets its figures per quality ({"1": {"bpp": …, "psnr": …}, …}).  The manifest numbers
+qualities as positions on the model's λ ladder (its entries' "quality" and these keys), the result
+file on the common scale (ModelConfig.stored converts).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def main(path: str) -> None:
     home = store.default_store()
     entries = home.read_manifest()
     weights = res["settings"]["weights"]
+    config = home.load_config(res["settings"]["model"])
 
     def figures(i: int) -> dict:
         return {"bpp": round(means["bpp"][i], 4), "psnr": round(means["psnr-rgb"][i], 3)}
@@ -35,13 +38,14 @@ def main(path: str) -> None:
         if entry["quality"] == store.EVERY_QUALITY:  # a continuous model: one checkpoint, every quality
             mine = [i for i, q in enumerate(means["quality"]) if weights.get(str(q), {}).get("sha256") == entry["sha256"]]
             if mine:
-                entry["kodak"] = {str(means["quality"][i]): figures(i) for i in mine}
+                entry["kodak"] = {str(config.stored(means["quality"][i])): figures(i) for i in mine}
             continue
-        if entry["quality"] not in means["quality"]:
+        quality = config.from_stored(entry["quality"])
+        if quality not in means["quality"]:
             continue
-        if weights.get(str(entry["quality"]), {}).get("sha256") != entry["sha256"]:
+        if weights.get(str(quality), {}).get("sha256") != entry["sha256"]:
             continue  # a result of other weights: leave the entry alone
-        entry["kodak"] = figures(means["quality"].index(entry["quality"]))
+        entry["kodak"] = figures(means["quality"].index(quality))
     home.write_manifest(entries)
 
 

@@ -46,7 +46,8 @@ def main() -> None:
             except json.JSONDecodeError:
                 entry[key] = meta[key]
     extra = dict(note.split("=", 1) for note in args.note)
-    quality = store.EVERY_QUALITY if config.continuous else int(meta.get("quality", 0))
+    # the checkpoint's metadata holds the position on the ladder; ship takes the common scale
+    quality = store.EVERY_QUALITY if config.continuous else config.from_stored(int(meta.get("quality", 0)))
     name = home.ship(args.checkpoint, args.model, quality, entry, extra)
     print(f"shipped {name}")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "export_onnx.py"), args.model], check=True)

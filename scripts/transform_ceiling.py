@@ -39,7 +39,7 @@ def main() -> None:
     print("| quality | g_s(g_a(x)) PSNR | g_s(round(g_a(x))) PSNR |")
     print("|---:|---:|---:|")
     # a continuous model codes every quality; another checkpoint, its own
-    qualities = loaded.config.qualities if loaded.config.continuous else [loaded.meta.get("quality")]
+    qualities = loaded.config.qualities if loaded.config.continuous else [loaded.quality]
     for q in qualities:
         with torch.no_grad():
             point = model.rate_point(q if loaded.config.continuous else None)

@@ -78,7 +78,7 @@ def test_encode_with_untrained_variant_fails_in_one_line(bare_home, sample_path,
                 env={"IMGCODEC_HOME": str(bare_home)})
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
-        "imgcodec: error: no trained weights for model 'factorized-rbn' quality 4 (none shipped)"
+        "imgcodec: error: no trained weights for model 'factorized-rbn' quality 5 (none shipped)"
     )
     assert not (tmp_path / "x.bin").exists()
 
@@ -92,25 +92,27 @@ def test_default_plan_covers_both_axes_once():
     keys = [r.key for r in runs]
     assert len(keys) == len(set(keys))
     main = [r for r in runs if r.batch_size == 8]
-    assert {r.norm for r in main} == set(NORMS) and {r.quality for r in main} == {2, 4, 6}
+    assert {r.norm for r in main} == set(NORMS) and {r.quality for r in main} == {3, 5, 7}  # λ 0.0035, 0.013, 0.0483
     small = {r.norm for r in runs if r.batch_size == 2}
     assert small == {"bn", "rbn", "mabn", "gn", "frn", "gdn"}
     assert all(NORMS[n].batch_dependent for n in ("bn", "rbn", "mabn"))
     assert not any(NORMS[n].batch_dependent for n in ("gn", "frn", "gdn"))
-    assert len(runs) == len(NORMS) * 3 + 6  # batch 8 at q4 is shared with the main axis
-    assert runs[0] == Run("gdn", 2, 8)
+    assert len(runs) == len(NORMS) * 3 + 6  # batch 8 at q5 is shared with the main axis
+    assert runs[0] == Run("gdn", 3, 8)
 
 
 def test_plan_options():
-    opts = StudyOptions(data=Path("d"), eval=Path("e"), steps=1, norms=["bn", "gdn"], qualities=(1, 6),
+    opts = StudyOptions(data=Path("d"), eval=Path("e"), steps=1, norms=["bn", "gdn"], qualities=(2, 7),
                         batch_sizes=(), only=("bn",))
-    assert [r.key for r in plan(opts)] == ["bn-q1-b8", "bn-q6-b8"]
+    assert [r.key for r in plan(opts)] == ["bn-q2-b8", "bn-q7-b8"]
     with pytest.raises(StudyError, match="at least two qualities"):
         plan(dataclasses.replace(opts, qualities=(4,)))
     with pytest.raises(ModelError, match="unknown norm 'layernorm'"):
         plan(dataclasses.replace(opts, norms=["layernorm"]))
-    with pytest.raises(ModelError, match="quality 9 is out of range"):
-        plan(dataclasses.replace(opts, qualities=(1, 9)))
+    with pytest.raises(ModelError, match=r"quality 9 is out of range for model 'factorized-bn' \(valid: 2..7\)"):
+        plan(dataclasses.replace(opts, qualities=(2, 9)))
+    with pytest.raises(ModelError, match=r"quality 1 is out of range for model 'factorized-bn' \(valid: 2..7\)"):
+        plan(dataclasses.replace(opts, qualities=(1, 7)))
     with pytest.raises(StudyError, match="matches no run"):
         plan(dataclasses.replace(opts, only=("relu",)))
 
@@ -131,8 +133,8 @@ def tiny(tmp_path):
     data = _images(tmp_path / "train", 2, 48, 64, seed=0)
     ev = _images(tmp_path / "eval", 2, 32, 48, seed=10)
     opts = StudyOptions(
-        data=data, eval=ev, out=tmp_path / "out", norms=["gdn", "mabn"], qualities=(2, 6), batch_size=4,
-        batch_norms=("mabn",), batch_sizes=(2, 4), batch_qualities=(6,), N=8, M=8, steps=2, patch=16,
+        data=data, eval=ev, out=tmp_path / "out", norms=["gdn", "mabn"], qualities=(3, 7), batch_size=4,
+        batch_norms=("mabn",), batch_sizes=(2, 4), batch_qualities=(7,), N=8, M=8, steps=2, patch=16,
         workers=0, progress=False,
     )
     return opts
@@ -142,7 +144,7 @@ def test_tiny_study_runs_resumes_and_refuses_to_mix(tiny, tmp_path):
     logs: list[str] = []
     summary = ablation.run_study(tiny, log=logs.append)
     out = tiny.out
-    keys = ["gdn-q2-b4", "gdn-q6-b4", "mabn-q2-b4", "mabn-q6-b4", "mabn-q6-b2"]
+    keys = ["gdn-q3-b4", "gdn-q7-b4", "mabn-q3-b4", "mabn-q7-b4", "mabn-q7-b2"]
     assert sorted(p.stem for p in (out / "points").glob("*.json")) == sorted(keys)
     for name in ("gdn-b4", "mabn-b4", "mabn-b2"):
         res = json.loads((out / f"{name}.json").read_text())
@@ -155,7 +157,7 @@ def test_tiny_study_runs_resumes_and_refuses_to_mix(tiny, tmp_path):
     md = (out / "summary.md").read_text()
     assert "BD-rate vs gdn" in md and "| mabn | yes | 0.0483 |" in md
     # every run trained the same budget with the study's widths, from the configs it wrote
-    point = json.loads((out / "points" / "mabn-q6-b2.json").read_text())
+    point = json.loads((out / "points" / "mabn-q7-b2.json").read_text())
     assert point["settings"]["train"]["steps"] == 2
     assert point["settings"]["ablation"]["batch_size"] == 2
     assert point["settings"]["config"]["N"] == 8 and point["settings"]["config"]["norm"] == "mabn"
@@ -169,13 +171,13 @@ def test_tiny_study_runs_resumes_and_refuses_to_mix(tiny, tmp_path):
     ablation.run_study(tiny, log=logs.append)
     assert sum("done, skipped" in line for line in logs) == len(keys)
     # a lost result is only evaluated again; a lost final checkpoint is finished from the state file
-    (out / "points" / "gdn-q2-b4.json").unlink()
-    (out / "runs" / "gdn-q6-b4" / "final.safetensors").unlink()
-    (out / "points" / "gdn-q6-b4.json").unlink()
+    (out / "points" / "gdn-q3-b4.json").unlink()
+    (out / "runs" / "gdn-q7-b4" / "final.safetensors").unlink()
+    (out / "points" / "gdn-q7-b4.json").unlink()
     ablation.run_study(tiny, log=lambda _: None)
-    assert (out / "points" / "gdn-q2-b4.json").exists() and (out / "points" / "gdn-q6-b4.json").exists()
-    assert (out / "runs" / "gdn-q2-b4" / "final.safetensors").stat().st_mtime_ns == finals["gdn-q2-b4"]
-    point = json.loads((out / "points" / "gdn-q6-b4.json").read_text())
+    assert (out / "points" / "gdn-q3-b4.json").exists() and (out / "points" / "gdn-q7-b4.json").exists()
+    assert (out / "runs" / "gdn-q3-b4" / "final.safetensors").stat().st_mtime_ns == finals["gdn-q3-b4"]
+    point = json.loads((out / "points" / "gdn-q7-b4.json").read_text())
     assert point["settings"]["train"]["steps"] == 2  # resumed at its end, not trained further
 
     # another budget in the same folders is refused, not mixed in
@@ -188,9 +190,9 @@ def test_tiny_study_runs_resumes_and_refuses_to_mix(tiny, tmp_path):
     assert r.exit_code == 0, r.output
     assert (out / "summary.md").exists() and "## Batch size" in r.output
     assert sorted(json.loads((out / "summary.json").read_text())["runs_planned"]) == sorted(keys)  # the plan is kept
-    (out / "points" / "mabn-q6-b2.json").unlink()
+    (out / "points" / "mabn-q7-b2.json").unlink()
     r = CliRunner().invoke(cli, ["ablation", "--report-only", "--out", str(out)])
-    assert json.loads((out / "summary.json").read_text())["runs_missing"] == ["mabn-q6-b2"]
+    assert json.loads((out / "summary.json").read_text())["runs_missing"] == ["mabn-q7-b2"]
 
 
 def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tmp_path):
@@ -199,7 +201,7 @@ def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tm
     home, installed = store.Store.at(bare_home), store.default_store().read_manifest()
     with pytest.raises(StudyError, match="no study summary"):
         ablation.ship(tiny.out, into=home)
-    shard = dataclasses.replace(tiny, only=("mabn-q2-b4",))
+    shard = dataclasses.replace(tiny, only=("mabn-q3-b4",))
     ablation.run_study(shard, log=lambda _: None)
     with pytest.raises(StudyError, match="incomplete"):  # a shard's summary lists the runs still missing
         ablation.ship(tiny.out, into=home)
@@ -207,39 +209,41 @@ def test_ship_makes_the_variants_usable_by_encode_and_decode(tiny, bare_home, tm
     logs: list[str] = []
     shipped = ablation.ship(tiny.out, log=logs.append, into=home)
     # the main axis (batch 4 here) but the reference: gdn's shipped weights are the product's own
+    # the files are named by their position on the ladder, as the manifest numbers them
     assert shipped == ["factorized-mabn-q2.safetensors", "factorized-mabn-q6.safetensors"]
-    assert logs == ["shipped mabn-q2-b4 as checkpoints/factorized-mabn-q2.safetensors",
-                    "shipped mabn-q6-b4 as checkpoints/factorized-mabn-q6.safetensors"]
-    point = json.loads((tiny.out / "points" / "mabn-q6-b4.json").read_text())
-    entry = home.manifest_entry("factorized-mabn", 6)
-    assert entry["sha256"] == point["settings"]["weights"]["6"]["sha256"] == store.sha256_file(
+    assert logs == ["shipped mabn-q3-b4 as checkpoints/factorized-mabn-q2.safetensors",
+                    "shipped mabn-q7-b4 as checkpoints/factorized-mabn-q6.safetensors"]
+    point = json.loads((tiny.out / "points" / "mabn-q7-b4.json").read_text())
+    entry = home.manifest_entry("factorized-mabn", 7)
+    assert entry["quality"] == 6  # λ 0.0483: quality 7, the sixth of the ladder
+    assert entry["sha256"] == point["settings"]["weights"]["7"]["sha256"] == store.sha256_file(
         bare_home / "checkpoints" / "factorized-mabn-q6.safetensors")
     assert entry["study"] == "normalization ablation (docs/ablation.md): N=8, M=8, batch 4, 2 steps"
     assert entry["eval"] == {"bpp": round(point["results"]["bpp"][0], 4),
                              "psnr": round(point["results"]["psnr-rgb"][0], 3)}
     assert entry["lambda"] == 0.0483 and entry["steps"] == 2
-    assert home.manifest_entry("factorized-gdn", 2) is None
+    assert home.manifest_entry("factorized-gdn", 3) is None
     assert store.default_store().read_manifest() == installed  # the installation's store is untouched
 
     # the shipped variant encodes, and its file decodes (naming its model) to the encoder's reconstruction
     import torch
 
     rgb = natural_image(32, 48, seed=10)  # the first evaluation image, a multiple of 16
-    data = codec.encode(Image.fromarray(rgb), model="factorized-mabn", quality=6, store=home)
+    data = codec.encode(Image.fromarray(rgb), model="factorized-mabn", quality=7, store=home)
     assert codec.read_info(data).header.model == "factorized-mabn"
-    loaded = home.load_shipped("factorized-mabn", 6)
+    loaded = home.load_shipped("factorized-mabn", 7)
     assert (loaded.config.N, loaded.config.M) == (8, 8)  # the study's widths, from the checkpoint itself
     with torch.inference_mode():
         expected = tensors.tensor_to_array(loaded.model.reconstruct(tensors.array_to_tensor(rgb)))
     assert np.array_equal(np.asarray(codec.decode(data, store=home)), expected)
     r = run_cli("models", env={"IMGCODEC_HOME": str(bare_home)})
-    assert "  q6  lambda=0.0483  shipped (normalization ablation (docs/ablation.md): N=8, M=8, batch 4, 2 steps)" in r.stdout
-    assert "  q4  lambda=0.013   not trained" in r.stdout
+    assert "  q7  lambda=0.0483  shipped (normalization ablation (docs/ablation.md): N=8, M=8, batch 4, 2 steps)" in r.stdout
+    assert "  q5  lambda=0.013   not trained" in r.stdout
 
     # weights that are not the evaluated ones are refused
-    final = tiny.out / "runs" / "mabn-q2-b4" / "final.safetensors"
+    final = tiny.out / "runs" / "mabn-q3-b4" / "final.safetensors"
     final.write_bytes(final.read_bytes() + b" ")
-    with pytest.raises(StudyError, match="is not the checkpoint that was evaluated for mabn-q2-b4"):
+    with pytest.raises(StudyError, match="is not the checkpoint that was evaluated for mabn-q3-b4"):
         ablation.ship(tiny.out, into=home)
 
 

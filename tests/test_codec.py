@@ -68,10 +68,13 @@ def test_header_fields(default_quality):
 
 
 def test_header_fields_of_the_factorized_model():
-    """One checkpoint per quality, one latent part: a version-1 file."""
-    data = imgcodec.encode(Image.fromarray(natural_image(33, 47)), model="factorized-gdn", quality=3)
+    """One checkpoint per quality, one latent part: a version-1 file.  Quality 4 is λ 0.0067 of the
+    common scale, the third λ of factorized-gdn's ladder: the header holds that position, 3, and the
+    weights are those of the manifest's entry 3 (factorized-gdn-q3.safetensors)."""
+    data = imgcodec.encode(Image.fromarray(natural_image(33, 47)), model="factorized-gdn", quality=4)
     s = bitstream.unpack(data)
-    entry = store.default_store().manifest_entry("factorized-gdn", 3)
+    entry = store.default_store().manifest_entry("factorized-gdn", 4)
+    assert (entry["quality"], entry["file"]) == (3, "factorized-gdn-q3.safetensors")
     assert data[4] == 1 and s.header.model == "factorized-gdn" and s.header.quality == 3
     assert s.header.weights == bytes.fromhex(entry["sha256"])[:8]
     assert len(s.parts) == 1 and s.size == len(data)

@@ -43,8 +43,9 @@ for name in json.loads(sys.argv[3]):
     out["again"] = hashlib.sha256(imgcodec.encode(img, model=model_name)).hexdigest()
     s = bitstream.unpack(data)
     out["model"] = s.header.model
-    model = store.default_store().load_shipped(s.header.model, s.header.quality).model
-    y_hat = model.decompress_latents(s.parts[:model.latent_parts], (13, 19), model.rate_point(s.header.quality))  # ŷ
+    quality = store.default_store().load_config(s.header.model).from_stored(s.header.quality)
+    model = store.default_store().load_shipped(s.header.model, quality).model
+    y_hat = model.decompress_latents(s.parts[:model.latent_parts], (13, 19), model.rate_point(quality))  # ŷ
     out["latent"] = hashlib.sha256(y_hat.numpy().tobytes()).hexdigest()
     out["pixels"] = hashlib.sha256(np.asarray(imgcodec.decode(data)).tobytes()).hexdigest()
     tiling.TILE_THRESHOLD_PIXELS, tiling.DEFAULT_TILE = 0, 5  # the tiled path too

@@ -83,14 +83,15 @@ def assert_cross(data: bytes) -> None:
     stream = bitstream.unpack(data)
     h = stream.header
     shape = _shape(h)
-    tm = store.default_store().load_shipped(h.model, h.quality).model
-    lm, _ = light.load(None, h.model, h.quality)
+    q = store.default_store().load_config(h.model).from_stored(h.quality)  # the header: the ladder's position
+    tm = store.default_store().load_shipped(h.model, q).model
+    lm, _ = light.load(None, h.model, q)
     parts = stream.parts[: tm.latent_parts]
     with torch.inference_mode():
         exact_t = torch_exact_latents(tm, parts, shape)
-        float_t = tm.decompress_latents(parts, shape, rate_point(tm, h.quality)).numpy()
-    assert np.array_equal(lm.exact_latents(parts, shape, h.quality), exact_t)
-    np.testing.assert_allclose(lm.decompress_latents(parts, shape, h.quality), float_t, rtol=1e-5, atol=5e-5)
+        float_t = tm.decompress_latents(parts, shape, rate_point(tm, q)).numpy()
+    assert np.array_equal(lm.exact_latents(parts, shape, q), exact_t)
+    np.testing.assert_allclose(lm.decompress_latents(parts, shape, q), float_t, rtol=1e-5, atol=5e-5)
     assert_pixels_within_bound(np.asarray(api.decode(data)), np.asarray(light.decode(data)))
 
 
@@ -160,6 +161,7 @@ def test_a_graph_of_other_weights_or_tampered_is_refused(tmp_path):
     root = tmp_path / "home"
     shutil.copytree(src.models, root / "models")
     (root / "checkpoints" / "onnx").mkdir(parents=True)
+    # the manifest's fourth position of factorized-gdn: quality 5
     entry = next(e for e in src.read_manifest() if e["model"] == "factorized-gdn" and e["quality"] == 4)
     shutil.copy(Path(src.checkpoints) / entry["file"], root / "checkpoints")
     for g in entry["onnx"]["graphs"].values():
@@ -168,14 +170,14 @@ def test_a_graph_of_other_weights_or_tampered_is_refused(tmp_path):
     stale = dict(entry, onnx=dict(entry["onnx"], checkpoint_sha256="0" * 64))
     s.write_manifest([stale])
     with pytest.raises(ModelError, match="no ONNX graphs"):
-        checkpoint.load_light(s, "factorized-gdn", 4)
+        checkpoint.load_light(s, "factorized-gdn", 5)
     s.write_manifest([entry])
-    checkpoint.load_light(s, "factorized-gdn", 4)
+    checkpoint.load_light(s, "factorized-gdn", 5)
     g = root / "checkpoints" / "onnx" / entry["onnx"]["graphs"]["g_s"]["file"]
     g.write_bytes(g.read_bytes() + b"\0")
     checkpoint._CACHE.clear()
     with pytest.raises(ModelError, match="does not match"):
-        checkpoint.load_light(s, "factorized-gdn", 4)
+        checkpoint.load_light(s, "factorized-gdn", 5)
     checkpoint._CACHE.clear()
 
 

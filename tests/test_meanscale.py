@@ -186,7 +186,8 @@ def test_shipped_model_decodes_from_the_file_alone(tmp_path, capsys):
     Image.fromarray(rgb).save(src)
     assert run_main(capsys, "encode", src, out, "--model", "meanscale-gdn", "-q", "4.25")[0] == 0
     stream = bitstream.unpack(out.read_bytes())
-    assert (stream.header.model, stream.header.quality, stream.header.latent_parts) == ("meanscale-gdn", 4.25, 2)
+    # quality 4.25 is the position 3.25 on meanscale-gdn's ladder, which starts at quality 2
+    assert (stream.header.model, stream.header.quality, stream.header.latent_parts) == ("meanscale-gdn", 3.25, 2)
     assert run_main(capsys, "decode", out, back)[0] == 0
     model = store.default_store().load_shipped("meanscale-gdn", 4.25).model
     expected = encoder_latent(model, rgb, stream.parts, 4.25)

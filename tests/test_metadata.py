@@ -121,7 +121,7 @@ def test_files_of_the_older_versions_still_decode(name, version, model):
     data = (DATA / name).read_bytes()
     h = bitstream.unpack(data).header
     assert data[4] == version and h.model == model and (h.width, h.height) == (40, 24) and h.metadata == 0
-    loaded = store.default_store().load_shipped(model, h.quality)
+    loaded = store.default_store().load_shipped(model, store.default_store().load_config(model).from_stored(h.quality))
     if bytes.fromhex(loaded.sha256)[:8] != h.weights:
         pytest.skip(f"the installed weights of {model} are not the ones this file was made with")
     img = imgcodec.decode(data)

@@ -22,7 +22,7 @@ from imgcodec.models import store
 
 from conftest import SAMPLE, run_main
 
-CASES = [("factorized-gdn", 4), ("hyperprior-gdn", 2), ("hyperprior-gdn", 4.5), ("meanscale-gdn", 3.5)]
+CASES = [("factorized-gdn", 5), ("hyperprior-gdn", 3), ("hyperprior-gdn", 5.5), ("meanscale-gdn", 4.5)]
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +95,10 @@ def test_zero_steps_write_the_plain_file(photo, name, q):
 def test_a_refined_file_is_an_ordinary_file(photo, tmp_path, capsys):
     src, out, back = tmp_path / "in.png", tmp_path / "out.bin", tmp_path / "back.png"
     Image.fromarray(photo).save(src)
-    code, _, err = run_main(capsys, "encode", src, out, "--model", "hyperprior-gdn", "-q", "3.4", "--refine", "5")
+    code, _, err = run_main(capsys, "encode", src, out, "--model", "hyperprior-gdn", "-q", "4.4", "--refine", "5")
     assert code == 0, err
     header = bitstream.unpack(out.read_bytes()).header
+    # quality 4.4 is the position 3.4 on hyperprior-gdn's ladder, which starts at quality 2
     assert (header.model, header.quality, header.width, header.height) == ("hyperprior-gdn", 3.4, 192, 128)
     code, _, err = run_main(capsys, "decode", out, back)
     assert code == 0, err
@@ -127,10 +128,10 @@ def test_negative_steps_are_a_usage_error(photo, tmp_path, capsys):
 
 def test_target_size_measures_the_refined_files(photo):
     img = Image.fromarray(photo)
-    limit = int(0.6 * len(imgcodec.encode(img, model="hyperprior-gdn", quality=4)))
+    limit = int(0.6 * len(imgcodec.encode(img, model="hyperprior-gdn", quality=5)))
     data = imgcodec.encode(img, model="hyperprior-gdn", target_size=limit, refine=3)
     assert len(data) <= limit
-    q = bitstream.unpack(data).header.quality
+    q = store.default_store().load_config("hyperprior-gdn").from_stored(bitstream.unpack(data).header.quality)
     assert data == imgcodec.encode(img, model="hyperprior-gdn", quality=q, refine=3)
 
 

@@ -162,14 +162,14 @@ def _set(key: str, index, value):
     return lambda tensors: tensors[key].__setitem__(index, value)
 
 
-UNTRUSTED = {  # name: (model, manifest quality, change, what the refusal says)
-    "zeroed-cdf": ("factorized-gdn", 4, lambda t: t["entropy_bottleneck._quantized_cdf"].zero_(),
+UNTRUSTED = {  # name: (model, quality (its default; 0: the one checkpoint), change, what the refusal says)
+    "zeroed-cdf": ("factorized-gdn", 5, lambda t: t["entropy_bottleneck._quantized_cdf"].zero_(),
                    "the entropy tables entropy_bottleneck: a table does not rise strictly from 0 to 65536"),
-    "huge-cdf-length": ("factorized-gdn", 4, _set("entropy_bottleneck._cdf_length", 0, 2**30),
+    "huge-cdf-length": ("factorized-gdn", 5, _set("entropy_bottleneck._cdf_length", 0, 2**30),
                         "the entropy tables entropy_bottleneck: a table length outside 3"),
-    "huge-offset": ("factorized-gdn", 4, _set("entropy_bottleneck._offset", 0, -2**30),
+    "huge-offset": ("factorized-gdn", 5, _set("entropy_bottleneck._offset", 0, -2**30),
                     "the entropy tables entropy_bottleneck: an offset beyond"),
-    "nan-g_s": ("factorized-gdn", 4, _set("g_s.0.weight", (0, 0, 0, 0), float("nan")),
+    "nan-g_s": ("factorized-gdn", 5, _set("g_s.0.weight", (0, 0, 0, 0), float("nan")),
                 "g_s.0.weight holds NaN or infinite values"),
     "gaussian-cdf": ("hyperprior-gdn", 0, _set("gaussian_conditional._quantized_cdf", (0, 1), 0),
                      "the entropy tables gaussian_conditional: a table does not rise strictly"),

@@ -88,14 +88,16 @@ def test_ship_writes_the_file_and_its_manifest_entry(copy_home, tmp_path):
     home, q = copy_home
     s = Store.at(home)
     first = s.load_shipped(MODEL, q)
+    pos = first.config.stored(q)  # what the checkpoint, the manifest and the file's name number
+    assert pos == q - 1  # factorized-gdn's ladder starts at the scale's second λ
     src = tmp_path / "final.safetensors"
-    digest = store.save_checkpoint(first.model, src, quality=q, steps=7)
-    assert s.ship(src, MODEL, q, {"quality": q, "steps": 7}, {"note": "x"}) == f"{MODEL}-q{q}.safetensors"
-    assert s.read_manifest() == [{"model": MODEL, "quality": q, "file": f"{MODEL}-q{q}.safetensors",
+    digest = store.save_checkpoint(first.model, src, quality=pos, steps=7)
+    assert s.ship(src, MODEL, q, {"quality": pos, "steps": 7}, {"note": "x"}) == f"{MODEL}-q{pos}.safetensors"
+    assert s.read_manifest() == [{"model": MODEL, "quality": pos, "file": f"{MODEL}-q{pos}.safetensors",
                                   "sha256": digest, "steps": 7, "note": "x"}]
-    assert (home / "checkpoints" / f"{MODEL}-q{q}.safetensors").read_bytes() == src.read_bytes()
+    assert (home / "checkpoints" / f"{MODEL}-q{pos}.safetensors").read_bytes() == src.read_bytes()
     again = s.load_shipped(MODEL, q)
-    assert again.sha256 == digest != first.sha256 and again.meta["steps"] == 7
+    assert again.sha256 == digest != first.sha256 and again.meta["steps"] == 7 and again.quality == q
 
 
 def test_encode_and_decode_through_an_explicit_store(copy_home):
@@ -104,7 +106,7 @@ def test_encode_and_decode_through_an_explicit_store(copy_home):
     rgb = natural_image(40, 56, seed=4)
     data = imgcodec.encode(rgb, model=MODEL, store=s)
     assert data == imgcodec.encode(rgb, model=MODEL)  # the same weights: the same bytes
-    assert bitstream.unpack(data).header.quality == q
+    assert bitstream.unpack(data).header.quality == s.load_config(MODEL).stored(q)
     assert np.array_equal(np.asarray(imgcodec.decode(data, store=s)), np.asarray(imgcodec.decode(data)))
     other = imgcodec.encode(rgb, model=MODEL, quality=6)
     with pytest.raises(ModelError, match="this file needs model 'factorized-gdn' quality 6"):
@@ -216,7 +218,8 @@ def test_models_marks_the_default_and_the_widths_of_the_shipped_weights(capsys):
     (a study's are narrower than its config) and `encode --help` names the default."""
     code, out, _ = run_main(capsys, "models")
     assert code == 0
-    heads = {line.split(":")[0]: line for line in out.splitlines() if not line.startswith(" ")}
+    assert out.startswith("quality scale (λ, MSE): 1=0.0009, 2=0.0018,")
+    heads = {line.split(":")[0]: line for line in out.splitlines()[1:] if not line.startswith(" ")}
     assert [name for name in heads if name.endswith(" [default model]")] == [f"{store.DEFAULT_MODEL} [default model]"]
     home = store.default_store()
     for name, line in heads.items():

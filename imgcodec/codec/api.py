@@ -97,7 +97,7 @@ def encode_canonical(img: CanonicalImage, loaded: LoadedModel, device: str = "cp
     header = bitstream.Header(
         model=config.name,
         weights=bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES],
-        quality=q,
+        quality=config.stored(q),  # the position on the model's ladder (docs/bitstream.md)
         width=img.size[0],
         height=img.size[1],
         mode=img.mode,
@@ -155,22 +155,29 @@ def encode_to_target(img: CanonicalImage, model: str | None = None, size: int | 
     return ratecontrol.search(grid, encode_at, limit, tolerance)
 
 
-def _model_for(header: bitstream.Header, loaded: LoadedModel | None, store: Store) -> LoadedModel:
-    """The weights a file needs: the shipped ones it names, or ``loaded`` if it is those weights."""
+def _model_for(header: bitstream.Header, loaded: LoadedModel | None, store: Store) -> tuple[LoadedModel, int | float]:
+    """The weights a file needs: the shipped ones it names, or ``loaded`` if it is those weights;
+    and the file's quality on the common scale (the header holds its position on the model's ladder)."""
+    quality = header.quality
     if loaded is None:
         try:
-            loaded = store.load_shipped(header.model, header.quality)
+            config = store.load_config(header.model)
+        except ModelError as exc:
+            raise ModelError(f"this file needs model {header.model!r} (weights {header.weights.hex()}): {exc}") from None
+        try:
+            quality = config.from_stored(header.quality)
+            loaded = store.load_shipped(header.model, quality)
         except ModelError as exc:
             raise ModelError(
-                f"this file needs model {header.model!r} quality {header.quality} "
+                f"this file needs model {header.model!r} quality {quality} "
                 f"(weights {header.weights.hex()}): {exc}"
             ) from None
     if loaded.config.name != header.model or bytes.fromhex(loaded.sha256)[: bitstream.HASH_PREFIX_BYTES] != header.weights:
         raise ModelError(
-            f"this file was made with other weights of {header.model!r} quality {header.quality} "
+            f"this file was made with other weights of {header.model!r} "
             f"(weights {header.weights.hex()}, installed {loaded.config.name} {loaded.sha256[:16]})"
         )
-    return loaded
+    return loaded, loaded.config.from_stored(header.quality)
 
 
 def _out_of_memory(exc: Exception) -> bool:
@@ -198,12 +205,12 @@ def decode(
     """
     stream = bitstream.unpack(file_bytes(data, max_pixels), max_pixels=max_pixels)
     h = stream.header
-    loaded = _model_for(h, loaded, store or default_store())
+    loaded, quality = _model_for(h, loaded, store or default_store())
     k = loaded.model.latent_parts
     if h.latent_parts != k:
         raise BitstreamError(f"corrupt header: {h.latent_parts} latent parts, but model {h.model!r} writes {k}")
     try:
-        rgb = decompress_latents(loaded.model.to(device), stream.parts[:k], h.height, h.width, device, h.quality)
+        rgb = decompress_latents(loaded.model.to(device), stream.parts[:k], h.height, h.width, device, quality)
     except (CodecError, MemoryError):  # out of memory is not damage: it stays a MemoryError
         raise
     except Exception as exc:  # the rANS decoder rejects a damaged payload in its own words

@@ -66,7 +66,9 @@ def register() -> None:
             self._size = (header.width, header.height)
             self._mode = header.mode
             self.info["model"] = header.model
-            self.info["quality"] = header.quality
+            quality = _common_quality(header)
+            if quality is not None:  # on the common scale; absent where the model is not installed
+                self.info["quality"] = quality
             self.info.update(metadata)
             self.tile = [ImageFile._Tile(FORMAT, (0, 0, header.width, header.height), 0, None)]
 
@@ -101,6 +103,13 @@ def register() -> None:
     Image.register_save(FORMAT, save)
     Image.register_extensions(FORMAT, list(EXTENSIONS))
     Image.register_mime(FORMAT, "image/x-imgcodec")
+
+
+def _common_quality(header: bitstream.Header):
+    """The file's quality on the common scale (its header holds the position on the model's ladder)."""
+    from ..models.store import default_store  # deferred: the store is read when a file is opened
+
+    return default_store().file_quality(header.model, header.quality)
 
 
 def _read_metadata(fp, layout: bitstream.Layout) -> dict[str, bytes]:

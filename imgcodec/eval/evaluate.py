@@ -281,7 +281,7 @@ def _label_quality(loaded, quality: int | None) -> int:
     if lmbda is None:
         raise ModelError("the checkpoint names no quality: pass --quality K to label it")
     lambdas = loaded.config.lambdas
-    return min(range(len(lambdas)), key=lambda i: abs(math.log(lambdas[i] / float(lmbda)))) + 1
+    return loaded.config.qualities[min(range(len(lambdas)), key=lambda i: abs(math.log(lambdas[i] / float(lmbda))))]
 
 
 def evaluate_model(
@@ -370,7 +370,9 @@ def evaluate_model(
 
     def decode(data: bytes) -> np.ndarray:
         # The real decoder; a checkpoint outside the manifest is handed to it explicitly.
-        own = models.get(bitstream.unpack(data, max_pixels=None).header.quality) if checkpoint is not None else None
+        # the header holds the position on the ladder; ``models`` is keyed by the common scale
+        own = models.get(config.from_stored(bitstream.unpack(data, max_pixels=None).header.quality)) \
+            if checkpoint is not None else None
         return np.asarray(codec.decode(data, device=device, loaded=own, store=store).convert("RGB"))
 
     def encode(rgb: np.ndarray, q) -> bytes:

@@ -74,21 +74,7 @@ def load_light(store, model: str | None, quality) -> tuple[LightWeights, int | f
     resolution as ``Store.load_shipped`` (one checkpoint for every quality of a continuous-rate
     model), plus the ONNX graphs its manifest entry records.  A ``ModelError`` where the entry has no
     graphs, or graphs exported from other weights."""
-    model = _store.DEFAULT_MODEL if model is None else model
-    config = store.load_config(model)
-    if quality is None:
-        quality = config.default_quality
-    if config.continuous:
-        quality = config.normalize_quality(config.default_quality if quality == _store.EVERY_QUALITY else quality)
-        key = _store.EVERY_QUALITY
-    else:
-        quality = key = config.normalize_quality(quality)
-    entry = store.manifest_entry(model, key)
-    if entry is None:
-        have = store.shipped_qualities(model)
-        raise ModelError(
-            f"no trained weights for model {model!r}" + (f" quality {key}" if key != _store.EVERY_QUALITY else "")
-            + (f" (shipped qualities: {', '.join(map(str, have))})" if have else " (none shipped)"))
+    entry, quality = store.shipped_entry(model, quality)
     return _load_entry(Path(store.checkpoints), entry["file"], entry["sha256"], _onnx_record(entry)), quality
 
 

@@ -7,6 +7,7 @@ parts and CRC are those ``codec/api.py`` writes: one format, two runtimes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,7 @@ def encode_canonical(img: CanonicalImage, model: LightModel, quality, y=None) ->
     header = bitstream.Header(
         model=model.config.name,
         weights=bytes.fromhex(model.weights.sha256)[: bitstream.HASH_PREFIX_BYTES],
-        quality=quality,
+        quality=model.config.stored(quality),
         width=img.size[0],
         height=img.size[1],
         mode=img.mode,
@@ -203,24 +204,34 @@ def encode_to_target(img: CanonicalImage, model: str | None = None, size: int | 
     return ratecontrol.search(grid, encode_at, limit, tolerance)
 
 
-def _model_for(header: bitstream.Header, store: Store) -> LightModel:
+def _model_for(header: bitstream.Header, store: Store) -> tuple[LightModel, int | float]:
+    """The model a header names and the file's quality on the common scale (the header holds its
+    position on the model's ladder)."""
     try:
-        model, _ = load(store, header.model, header.quality)
+        config = store.load_config(header.model)
     except ModelError as exc:
-        raise ModelError(f"this file needs model {header.model!r} quality {header.quality} "
+        raise ModelError(f"this file needs model {header.model!r} (weights {header.weights.hex()}): {exc}") from None
+    quality = header.quality
+    try:
+        quality = config.from_stored(header.quality)
+        model, quality = load(store, header.model, quality)
+    except ModelError as exc:
+        raise ModelError(f"this file needs model {header.model!r} quality {quality} "
                          f"(weights {header.weights.hex()}): {exc}") from None
     if bytes.fromhex(model.weights.sha256)[: bitstream.HASH_PREFIX_BYTES] != header.weights:
         raise ModelError(
-            f"this file was made with other weights of {header.model!r} quality {header.quality} "
+            f"this file was made with other weights of {header.model!r} quality {quality} "
             f"(weights {header.weights.hex()}, installed {model.config.name} {model.weights.sha256[:16]})")
-    return model
+    return model, quality
 
 
 def parse(data, max_pixels=bitstream.DEFAULT_MAX_PIXELS, store: Store | None = None):
-    """``(stream, model)`` of an imgcodec file: the header checked and the model it names loaded."""
+    """``(stream, model)`` of an imgcodec file: the header checked and the model it names loaded;
+    the stream's header carries the quality on the common scale."""
     stream = bitstream.unpack(file_bytes(data), max_pixels=max_pixels)
+    model, quality = _model_for(stream.header, store or default_store())
+    stream = replace(stream, header=replace(stream.header, quality=quality))
     h = stream.header
-    model = _model_for(h, store or default_store())
     if h.latent_parts != model.latent_parts:
         raise BitstreamError(f"corrupt header: {h.latent_parts} latent parts, but model {h.model!r} "
                              f"writes {model.latent_parts}")

@@ -13,7 +13,7 @@ import torch
 from ..errors import ModelError
 from ..format import rans
 from .compressai_parts import CompressionModel
-from .config import ModelConfig, level_of
+from .config import ModelConfig
 from .norms import get_norm
 
 
@@ -158,7 +158,7 @@ class CodecModel(CompressionModel):
             return quality
         config = self.config
         q = config.normalize_quality(config.default_quality if quality is None else quality)
-        level = level_of(q)
+        level = config.level(q)
         gain, inverse = self.level_gains(*level)
         return RatePoint(q, config.lmbda_at(*level), gain, inverse)
 

@@ -4,6 +4,13 @@ A config names the architecture, the normalization (a key of the norm registry),
 N and M (and the hyperprior's, ``hyper_N``, where it is not N), the λ of every quality level and the
 training recipe.  The resolved ``ModelConfig`` is also
 stored inside every checkpoint, so weights never depend on the TOML file staying unchanged.
+
+Qualities have one meaning across models: quality k is λ = ``LAMBDA_SCALE[k - 1]`` in every model
+whose ladder is a run of consecutive values of that scale (every shipped model), so a model whose
+ladder starts at the scale's second value takes qualities from 2.  What is persisted numbers the
+ladder's own positions (1 = its first λ): a file's quality field, a manifest entry's and a
+checkpoint's ``quality``, a config's ``default_quality`` in TOML and JSON.  ``ModelConfig.stored``
+and ``ModelConfig.from_stored`` convert between the two, and nothing else does.
 """
 
 from __future__ import annotations
@@ -46,12 +53,24 @@ class TrainingRecipe:
 
 _RECIPE_WRITTEN_WHEN_SET = ("optimizer", "schedule", "ema", "quantization", "downscale")
 
+# The common quality scale: quality k means λ = LAMBDA_SCALE[k - 1] (MSE) in every model whose
+# ladder lies on it (docs/models.md, "Qualities").
+LAMBDA_SCALE = (0.0009, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18, 0.36)
 
-def level_of(q: int | float) -> tuple[int, float]:
-    """``(i, t)`` of a quality already normalized (:meth:`ModelConfig.normalize_quality`): it lies
-    the fraction ``t`` of the way from level ``i`` to ``i + 1`` (0-based, ``0 <= t < 1``)."""
-    i = int(q) - 1
-    return i, round(q - int(q), 2)
+
+def scale_offset(lambdas) -> int | None:
+    """How many values of ``LAMBDA_SCALE`` lie below the first λ of ``lambdas``, when ``lambdas``
+    is a run of consecutive values of the scale; ``None`` for any other ladder."""
+    lambdas = tuple(float(v) for v in lambdas)
+    for offset in range(len(LAMBDA_SCALE) - len(lambdas) + 1):
+        if all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(lambdas, LAMBDA_SCALE[offset:])):
+            return offset
+    return None
+
+
+def _canonical(centi: int) -> int | float:
+    """A quality given in hundredths: an ``int`` when whole, else a float."""
+    return centi // 100 if centi % 100 == 0 else centi / 100
 
 
 @dataclass(frozen=True)
@@ -62,7 +81,7 @@ class ModelConfig:
     N: int
     M: int
     lambdas: tuple[float, ...]
-    default_quality: int
+    default_quality: int  # on the common scale (TOML and JSON store its position on the ladder)
     description: str = ""
     norm_options: dict = field(default_factory=dict)
     training: TrainingRecipe = field(default_factory=TrainingRecipe)
@@ -78,9 +97,33 @@ class ModelConfig:
         return self.N if self.hyper_N is None else self.hyper_N
 
     @property
+    def on_scale(self) -> bool:
+        """Whether the λ ladder is a run of ``LAMBDA_SCALE``, so that its qualities are the scale's."""
+        return scale_offset(self.lambdas) is not None
+
+    @property
+    def offset(self) -> int:
+        """The quality of the ladder's first λ, less one: its place on ``LAMBDA_SCALE`` (0 for a
+        ladder not on the scale, whose levels are numbered from 1)."""
+        return scale_offset(self.lambdas) or 0
+
+    @property
     def qualities(self) -> range:
-        """The quality levels of the λ ladder (a continuous model also takes any value between)."""
-        return range(1, len(self.lambdas) + 1)
+        """The quality levels of the λ ladder on the common scale (a continuous model also takes
+        any value between)."""
+        return range(1 + self.offset, len(self.lambdas) + 1 + self.offset)
+
+    def stored(self, quality) -> int | float:
+        """The position on the ladder (1 = its first λ) of a quality on the common scale: the number
+        a file's header, a manifest entry, a checkpoint's metadata and a stored config hold."""
+        return _canonical(round(float(self.normalize_quality(quality)) * 100) - 100 * self.offset)
+
+    def from_stored(self, position) -> int | float:
+        """The quality on the common scale of a position on the ladder as stored (``stored``'s
+        inverse); validated, so a stored number outside the ladder is a ``ModelError``."""
+        if isinstance(position, bool) or not isinstance(position, numbers.Real) or not math.isfinite(position):
+            raise ModelError(f"stored quality must be a number, not {position!r}")
+        return self.normalize_quality(_canonical(round(float(position) * 100) + 100 * self.offset))
 
     @property
     def continuous(self) -> bool:
@@ -99,7 +142,8 @@ class ModelConfig:
     def level(self, quality: float) -> tuple[int, float]:
         """``(i, t)``: ``quality`` lies the fraction ``t`` of the way from level ``i`` to ``i + 1``
         (0-based, ``0 <= t < 1``; ``t = 0`` at every whole quality)."""
-        return level_of(self.normalize_quality(quality))
+        q = self.normalize_quality(quality)
+        return int(q) - self.qualities.start, round(q - int(q), 2)
 
     def normalize_quality(self, quality) -> int | float:
         """A valid quality of this model, canonical: an ``int`` when whole, else a float in hundredths.
@@ -117,11 +161,12 @@ class ModelConfig:
         centi = round(float(quality) * 100)
         if abs(float(quality) * 100 - centi) > 1e-6:
             raise ModelError(f"quality {quality!r}: at most two decimals (files store hundredths)")
-        q = centi // 100 if centi % 100 == 0 else centi / 100
+        q = _canonical(centi)
         if not self.qualities.start <= q <= self.qualities.stop - 1:
             raise ModelError(
                 f"quality {q} is out of range for model {self.name!r} "
-                f"(valid: {self.qualities.start}..{self.qualities.stop - 1})"
+                f"(valid: {self.qualities.start}..{self.qualities.stop - 1}"
+                + (")" if self.on_scale else ", the positions of its λ ladder, which is not on the common scale)")
             )
         return q
 
@@ -130,6 +175,7 @@ class ModelConfig:
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
+        d["default_quality"] = self.stored(self.default_quality)
         if not d["gain_units"]:  # written only when set: existing configs keep their JSON
             del d["gain_units"]
         if d["hyper_N"] is None:
@@ -142,15 +188,18 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        """The config of a dict as TOML and JSON store it (``default_quality``: its position on the ladder)."""
         d = dict(d)
         try:
             training = TrainingRecipe(**d.pop("training", {}))
             d["lambdas"] = tuple(float(v) for v in d["lambdas"])
+            position = d["default_quality"]
+            if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= len(d["lambdas"]):
+                raise ValueError(f"default_quality {position!r} is not a position on its λ ladder")
+            d["default_quality"] = position + (scale_offset(d["lambdas"]) or 0)
             cfg = cls(training=training, **d)
         except (TypeError, KeyError, ValueError) as exc:
             raise ModelError(f"invalid model config {d.get('name', '?')!r}: {exc}") from None
-        if not 1 <= cfg.default_quality <= len(cfg.lambdas):
-            raise ModelError(f"invalid model config {cfg.name!r}: default_quality out of range")
         return cfg
 
     @classmethod

@@ -95,18 +95,38 @@ class Store:
         text = json.dumps({"format": 1, "checkpoints": entries}, indent=2) + "\n"
         write_bytes_atomic(self.checkpoints / MANIFEST_NAME, text.encode(), force=True)
 
-    def manifest_entry(self, model: str, quality: int) -> dict | None:
+    def file_quality(self, model: str, position) -> int | float | None:
+        """The quality on the common scale of a file of ``model`` whose header holds ``position``
+        (its position on the model's ladder, ``ModelConfig.from_stored``); ``None`` where this store
+        has no config of that name or the position lies outside its ladder."""
+        try:
+            return self.load_config(model).from_stored(position)
+        except ModelError:
+            return None
+
+    def manifest_entry(self, model: str, quality) -> dict | None:
+        """The manifest entry of (model, quality), ``quality`` on the common scale (the entry stores
+        its position on the model's ladder, ``ModelConfig.stored``), or ``EVERY_QUALITY``: a
+        continuous-rate model's one checkpoint; ``None`` where none is shipped."""
+        key = EVERY_QUALITY if quality == EVERY_QUALITY else self.load_config(model).stored(quality)
+        return self._stored_entry(model, key)
+
+    def _stored_entry(self, model: str, key: int) -> dict | None:
         for entry in self.read_manifest():
-            if entry["model"] == model and entry["quality"] == quality:
+            if entry["model"] == model and entry["quality"] == key:
                 return entry
         return None
 
     def shipped_qualities(self, model: str) -> list[int]:
-        """The qualities with weights; for a continuous-rate model, the levels of its λ ladder."""
+        """The qualities with weights, on the common scale; for a continuous-rate model, the levels
+        of its λ ladder."""
         have = sorted(e["quality"] for e in self.read_manifest() if e["model"] == model)
+        if not have:
+            return []
+        config = self.load_config(model)
         if EVERY_QUALITY in have:
-            return list(self.load_config(model).qualities)
-        return have
+            return list(config.qualities)
+        return [config.offset + key for key in have]
 
     def quality_grid(self, model: str | None = None) -> list:
         """Every quality that ``load_shipped`` serves for ``model``, ascending: a continuous-rate
@@ -132,12 +152,13 @@ class Store:
             quality = config.normalize_quality(config.default_quality if quality == EVERY_QUALITY else quality)
             key = EVERY_QUALITY
         else:
-            quality = key = config.normalize_quality(quality)
-        entry = self.manifest_entry(model, key)
+            quality = config.normalize_quality(quality)
+            key = config.stored(quality)
+        entry = self._stored_entry(model, key)
         if entry is None:
             have = self.shipped_qualities(model)
             raise ModelError(
-                f"no trained weights for model {model!r}" + (f" quality {key}" if key != EVERY_QUALITY else "")
+                f"no trained weights for model {model!r}" + (f" quality {quality}" if key != EVERY_QUALITY else "")
                 + (f" (shipped qualities: {', '.join(map(str, have))})" if have else " (none shipped)")
             )
         return entry, quality
@@ -160,18 +181,21 @@ class Store:
         batch of files), who then owns the modules it shares between its own calls."""
         return CachedStore(self.models, self.checkpoints)
 
-    def ship(self, path: Path, model: str, quality: int, meta: dict, extra: dict | None = None) -> str:
+    def ship(self, path: Path, model: str, quality, meta: dict, extra: dict | None = None) -> str:
         """Copy the checkpoint file ``path`` into ``checkpoints/`` as the weights of (model,
         quality) and record it in the manifest, with ``meta`` (its ``quality`` aside) and ``extra``;
-        returns the file's name.  Quality ``EVERY_QUALITY``: a continuous-rate model's one checkpoint."""
-        name = f"{model}.safetensors" if quality == EVERY_QUALITY else f"{model}-q{quality}.safetensors"
+        returns the file's name.  ``quality`` is on the common scale; the file's name and the entry
+        hold its position on the ladder of the config the checkpoint carries.  Quality
+        ``EVERY_QUALITY``: a continuous-rate model's one checkpoint."""
         with _open_checkpoint(Path(path)) as f:
             data = f.read(MAX_CHECKPOINT_BYTES + 1)
         if len(data) > MAX_CHECKPOINT_BYTES:
             raise ModelError(f"checkpoint {Path(path).name} grew past {MAX_CHECKPOINT_BYTES} bytes while it was read")
+        key = EVERY_QUALITY if quality == EVERY_QUALITY else _carried_config(data, Path(path).name).stored(quality)
+        name = f"{model}.safetensors" if key == EVERY_QUALITY else f"{model}-q{key}.safetensors"
         write_bytes_atomic(self.checkpoints / name, data, force=True)
-        entries = [e for e in self.read_manifest() if not (e["model"] == model and e["quality"] == quality)]
-        entry = {"model": model, "quality": quality, "file": name, "sha256": hashlib.sha256(data).hexdigest()}
+        entries = [e for e in self.read_manifest() if not (e["model"] == model and e["quality"] == key)]
+        entry = {"model": model, "quality": key, "file": name, "sha256": hashlib.sha256(data).hexdigest()}
         entry.update({k: v for k, v in meta.items() if k != "quality"})
         entry.update(extra or {})
         entries.append(entry)
@@ -410,6 +434,17 @@ def _safetensors_header(data: bytes) -> dict:
     return header
 
 
+def _carried_config(data: bytes, name: str) -> ModelConfig:
+    """The config a checkpoint's bytes carry in their metadata."""
+    try:
+        meta = _safetensors_header(data).get("__metadata__")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{name} is not a safetensors checkpoint ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{name} is not an imgcodec checkpoint")
+    return _checked_metadata(meta, name)[0]
+
+
 def _checked_metadata(meta: dict, name: str):
     """``(config, extra metadata)`` of a checkpoint's metadata, every field type- and range-checked."""
     bad = f"checkpoint {name} has invalid metadata"
@@ -510,7 +545,10 @@ class LoadedModel:
 def load_checkpoint_file(path: Path, expected_sha256: str | None = None) -> LoadedModel:
     tensors, config, meta, digest = read_checkpoint(path, expected_sha256)
     model = model_from_tensors(tensors, config)
-    return LoadedModel(model, config, int(meta.get("quality", 0)), digest, meta)
+    # the metadata's quality is a position on the ladder (0: every quality, a continuous-rate model's)
+    position = int(meta.get("quality", 0))
+    quality = EVERY_QUALITY if position == EVERY_QUALITY else config.from_stored(position)
+    return LoadedModel(model, config, quality, digest, meta)
 
 
 @dataclass(frozen=True)

@@ -89,11 +89,11 @@ class StudyOptions:
     out: Path = Path("results/ablation")
     work: Path | None = None  # training folders; OUT/runs by default (git-ignored)
     norms: Sequence[str] | None = None  # main axis; every registered norm by default
-    qualities: Sequence[int] = (2, 4, 6)
+    qualities: Sequence[int] = (3, 5, 7)
     batch_size: int | None = None  # main axis; the recipe's by default
     batch_norms: Sequence[str] = BATCH_DEPENDENT_DEFAULT + BATCH_INDEPENDENT_DEFAULT
     batch_sizes: Sequence[int] = (2, 8)
-    batch_qualities: Sequence[int] = (4,)
+    batch_qualities: Sequence[int] = (5,)
     N: int | None = None
     M: int | None = None
     steps: int | None = None
@@ -152,6 +152,7 @@ def _toml_value(v) -> str:
 def config_toml(config: ModelConfig) -> str:
     """A ``models/*.toml`` text that reads back as exactly ``config``."""
     d = dataclasses.asdict(config)
+    d["default_quality"] = config.stored(config.default_quality)  # a TOML holds its position on the ladder
     tables = {k: d.pop(k) for k in ("norm_options", "training")}
     d.pop("name")
     # TOML has no null: an unset optional field (hyper_N) is left out and reads back as unset
@@ -272,7 +273,7 @@ def run_study(opts: StudyOptions, log=print) -> dict:
     data = folder_digest(Path(opts.data))
     eval_set = dataset_info(Path(opts.eval), load_images(Path(opts.eval), opts.eval_limit))["sha256"]
     ref = variant_config(REFERENCE, opts.N, opts.M)
-    study = run_settings(Run(REFERENCE, 1, 1), ref, opts, data)
+    study = run_settings(Run(REFERENCE, ref.qualities.start, 1), ref, opts, data)
     study = {k: study[k] for k in STUDY_KEYS}
     for i, run in enumerate(runs, 1):
         config = dataclasses.replace(variant_config(run.norm, opts.N, opts.M), name=variant_name(run.norm))

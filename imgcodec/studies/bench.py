@@ -291,8 +291,8 @@ def split_section(images, paths, loaded, reps: int, log, clock: str = "wall") ->
             add("image read (PNG → RGB)", lambda: read_image(path) if path else None)
             add("analysis transform g_a", lambda: tiling.analysis(model, rgb))
             add("entropy encode", lambda: eb.compress(y))
-            hdr = bitstream.Header(model=loaded.config.name, weights=bytes(8), quality=loaded.quality, width=w,
-                                   height=h, mode="RGB")
+            hdr = bitstream.Header(model=loaded.config.name, weights=bytes(8), quality=loaded.config.stored(loaded.quality),
+                                   width=w, height=h, mode="RGB")
             add("container + CRC (pack)", lambda: bitstream.pack(hdr, [payload]))
             data = bitstream.pack(hdr, [payload])
             add("container + CRC (unpack)", lambda: bitstream.unpack(data))

@@ -308,7 +308,10 @@ def make_seeds() -> tuple[list[bytes], list[bytes]]:
     # One file of every other shipped checkpoint: other architectures, format versions.
     for entry in home.read_manifest():
         if entry["sha256"] != loaded.sha256:
-            other_loaded = home.load_shipped(entry["model"], entry["quality"])
+            # the entry numbers its position on the ladder (0: a continuous model's one checkpoint)
+            position = entry["quality"]
+            other_loaded = home.load_shipped(
+                entry["model"], position and home.load_config(entry["model"]).from_stored(position))
             seeds.append(codec.encode_canonical(canonicalize(images[2 if len(seeds) % 2 else 0]), other_loaded))
     torch.manual_seed(1234)
     other = build_model(loaded.config).eval()

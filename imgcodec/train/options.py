@@ -212,7 +212,7 @@ class TrainOptions:
         if not self.every_level:
             return self.quality, self.lmbda
         level = random.Random(f"{self.seed}:{step}:{rank}").randrange(len(self.config.lambdas))
-        return level + 1, self.config.lambdas[level]
+        return self.config.qualities[level], self.config.lambdas[level]
 
     def to_json(self) -> dict:
         """The options as JSON values (the run's state file records them)."""

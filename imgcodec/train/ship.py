@@ -24,7 +24,8 @@ def finish(opts: TrainOptions, t: Trainee, step: int, seconds: float, where: str
     model.update(force=True)
     summary = {"final_weights": weights_digest(model)}  # the average or iterate that ships
     meta = {
-        "quality": store.EVERY_QUALITY if config.continuous else opts.quality or 0,
+        # a position on the ladder, as a checkpoint stores it (0: every quality)
+        "quality": store.EVERY_QUALITY if config.continuous or not opts.quality else config.stored(opts.quality),
         "lambda": opts.lmbda,
         "metric": str(opts.metric),
         "steps": step,
@@ -44,5 +45,6 @@ def finish(opts: TrainOptions, t: Trainee, step: int, seconds: float, where: str
     if opts.ship:
         if not opts.quality and not config.continuous:
             raise CodecError("--ship needs --quality")
-        summary["shipped"] = opts.store.ship(final, opts.model, meta["quality"], meta)
+        summary["shipped"] = opts.store.ship(final, opts.model, store.EVERY_QUALITY if config.continuous
+                                             else opts.quality, meta)
     return summary
