@@ -281,7 +281,8 @@ def info(files, verbose=False):
         click.echo(f"  weights   {h.weights.hex()}")
         quality = home.file_quality(h.model, h.quality)  # the header holds the position on the model's ladder
         click.echo(f"  quality   {quality}" if quality is not None
-                   else f"  quality   position {h.quality} on the λ ladder of {h.model} (not installed here)")
+                   else f"  quality   position {h.quality} on the λ ladder of {h.model} "
+                        "(not a quality of a model installed here)")
         click.echo(f"  size      {h.width}x{h.height}")
         click.echo(f"  mode      {h.mode}")
         click.echo(f"  parts     {', '.join(map(str, s.lengths))} bytes")

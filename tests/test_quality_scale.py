@@ -154,7 +154,23 @@ def test_info_of_a_file_whose_model_is_not_installed(capsys, tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(bitstream.pack(h, [b"p"]))
     code, out, _ = run_main(capsys, "info", path)
-    assert code == 0 and "  quality   position 3 on the λ ladder of someone-else (not installed here)" in out
+    assert code == 0 and "  quality   position 3 on the λ ladder of someone-else (not a quality of a model installed here)" in out
+
+
+def test_models_says_which_ladder_is_off_the_scale(capsys, monkeypatch, tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "checkpoints").mkdir()
+    toml = (ROOT / "models" / "factorized-gdn.toml").read_text()
+    (tmp_path / "models" / "on.toml").write_text(toml)
+    (tmp_path / "models" / "off.toml").write_text(
+        toml.replace("lambdas = [0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483]", "lambdas = [0.002, 0.01, 0.05, 0.2]"))
+    monkeypatch.setenv("IMGCODEC_HOME", str(tmp_path))
+    code, out, _ = run_main(capsys, "models")
+    assert code == 0
+    off, on = out[out.index("off:"):out.index("on:")], out[out.index("on:"):]
+    assert "not on the quality scale: its qualities number its levels from 1" in off and "  q1  lambda=0.002" in off
+    assert "not on the quality scale" not in on and "  q2  lambda=0.0018" in on and "  q7  lambda=0.0483" in on
+    assert "default quality 4)" in off and "default quality 5)" in on
 
 
 @pytest.mark.parametrize("model,quality", [("factorized-gdn", 3), ("hyperprior-gdn", 6.5), ("meanscale-gdn", 2)])
