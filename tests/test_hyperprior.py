@@ -310,7 +310,11 @@ def test_shipped_as_one_checkpoint_for_every_quality(hp_store):
     assert entries[0]["lambdas"] == [0.01, 0.05, 0.25] and entries[0]["lambda"] is None
     assert hp_store.shipped_qualities(MODEL) == [1, 2, 3]
     a, b = hp_store.load_shipped(MODEL, 1.5), hp_store.load_shipped(MODEL, 3)
-    assert a.model is b.model and (a.quality, b.quality) == (1.5, 3)
+    assert a.model is not b.model and (a.quality, b.quality) == (1.5, 3)  # each caller owns its module
+    assert all(torch.equal(t, b.model.state_dict()[k]) for k, t in a.model.state_dict().items())  # one checkpoint
+    held = hp_store.cached()  # a caller that loads the same weights again holds them
+    c, d = held.load_shipped(MODEL, 1.5), held.load_shipped(MODEL, 3)
+    assert c.model is d.model and (c.quality, d.quality) == (1.5, 3)
     assert hp_store.load_shipped(MODEL, store.EVERY_QUALITY).quality == 2  # its manifest key: the default
     assert hp_store.shipped_qualities("tinyhp-fixed") == [1, 2]
 
@@ -369,7 +373,10 @@ def test_fractional_quality_on_the_command_line(hp_home, hp_store, photo, tmp_pa
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(imgcodec.decode(binf.read_bytes(), store=hp_store)))
     code, out, _ = run_main(capsys, "models")
     assert "continuous quality 1..3" in out
-    listing = out.split(f"{MODEL}:", 1)[1].split("\n")[2:5]  # its three levels, one checkpoint
+    block = out.split(f"{MODEL}:", 1)[1].split("\n")[1:]
+    block = block[: next(i for i, line in enumerate(block + [""]) if not line.startswith("  "))]
+    assert "  its λ ladder is not on the quality scale: its qualities number its levels from 1" in block
+    listing = [line for line in block if line.startswith("  q")]  # its three levels, one checkpoint
     assert [line.split()[0] for line in listing] == ["q1", "q2", "q3"] and all(line.endswith("shipped") for line in listing)
     for q, msg in [("2.456", "two decimals"), ("3.5", "out of range")]:
         code, _, err = run_main(capsys, "encode", src, binf, "--model", MODEL, "-q", q, "-f")

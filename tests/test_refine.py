@@ -143,10 +143,10 @@ def test_eval_records_refinement_and_the_report_keeps_it_apart(photo, tmp_path):
     assert res.settings["refine_steps"] == 2 and res.name == "hyperprior-gdn refine 2"
     path = tmp_path / "hyperprior-gdn-refine2.json"
     res.save(path)
-    assert report._reusable_model(path, res.dataset, "hyperprior-gdn", refine=2) is not None
+    assert report._reusable_model(path, res.dataset, store.default_store(), "hyperprior-gdn", refine=2) is not None
     # Never mistaken for the plain curve, or for another number of steps.
-    assert report._reusable_model(path, res.dataset, "hyperprior-gdn") is None
-    assert report._reusable_model(path, res.dataset, "hyperprior-gdn", refine=3) is None
+    assert report._reusable_model(path, res.dataset, store.default_store(), "hyperprior-gdn") is None
+    assert report._reusable_model(path, res.dataset, store.default_store(), "hyperprior-gdn", refine=3) is None
 
 
 @pytest.mark.parametrize("spec", ["hyperprior-gdn", "hyperprior-gdn:", "hyperprior-gdn:x", ":5", "hyperprior-gdn:0"])

@@ -71,19 +71,20 @@ def test_tiled_synthesis_has_no_seams(model):
 @pytest.mark.parametrize("name", [None, MODEL], ids=["default", MODEL])
 def test_tiled_coding_gives_the_same_file(monkeypatch, name):
     """Tiling is internal: an image coded in tiles gives the bytes of whole-frame coding."""
-    model = store.default_store().load_shipped(name).model  # the module that encode(model=name) runs
+    home = store.default_store().cached()  # holds the module it hands out, so encode runs the one watched here
+    model = home.load_shipped(name).model
     img = Image.fromarray(natural_image(150, 230, seed=9))
-    whole = imgcodec.encode(img, model=name)
-    whole_decoded = np.asarray(imgcodec.decode(whole))
+    whole = imgcodec.encode(img, model=name, store=home)
+    whole_decoded = np.asarray(imgcodec.decode(whole, store=home))
     monkeypatch.setattr(tiling, "TILE_THRESHOLD_PIXELS", 0)
     monkeypatch.setattr(tiling, "DEFAULT_TILE", 4)
     calls = []
     real_g_a = model.g_a.forward
     monkeypatch.setattr(model.g_a, "forward", lambda x: calls.append(x.shape) or real_g_a(x))
-    tiled = imgcodec.encode(img, model=name)
+    tiled = imgcodec.encode(img, model=name, store=home)
     assert len(calls) == 3 * 4  # ceil(150/64) × ceil(230/64) tiles of 4×4 latents
     assert tiled == whole
-    decoded = np.asarray(imgcodec.decode(tiled))
+    decoded = np.asarray(imgcodec.decode(tiled, store=home))
     assert np.abs(decoded.astype(int) - whole_decoded).max() <= 1
 
 
