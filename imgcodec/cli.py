@@ -374,6 +374,9 @@ def models():
 @click.option("--quantization", type=click.Choice(Quantization.values()),
               help="noise: additive uniform noise; mixed: noise in the rate, rounded latents into g_s.")
 @click.option("--downscale", type=float, help="Draw crops at a random scale in [DOWNSCALE, 1] (1: none).")
+@click.option("--latent-warmup", metavar="FROM:STEPS",
+              help="The rate of latent channels FROM.. (e.g. the ones a growth along M added) enters the loss "
+                   "with a weight rising from 0 to 1 over the run's first STEPS steps.")
 @click.option("--ship", is_flag=True, help="Copy the final weights into checkpoints/ and the manifest.")
 def train(**kw):
     """Train one rate point (also under `torchrun --nproc_per_node=N`). Options not given take the

@@ -486,3 +486,42 @@ def test_bad_recipe_options(home, images, tmp_path):
         train(opts(home, images, tmp_path / "r", ema=1.0))
     with pytest.raises(CodecError, match="unknown quantization 'round'"):
         train(opts(home, images, tmp_path / "r", quantization="round"))
+
+
+def test_latent_warmup_is_checked_and_ramps(home, images, tmp_path):
+    o = opts(home, images, tmp_path / "r", latent_warmup="16:10").resolve()
+    assert o.latent_warmup == (16, 10) and o.to_json()["latent_warmup"] == [16, 10]
+    assert [o.latent_rate_weight(s) for s in (0, 5, 9, 10, 500)] == [0.0, 0.5, 0.9, None, None]
+    assert opts(home, images, tmp_path / "r").resolve().latent_rate_weight(0) is None
+    for bad in ("16", "16:0", "x:10", "0:10", "-1:5"):
+        with pytest.raises(CodecError, match="--latent-warmup must be FROM:STEPS"):
+            opts(home, images, tmp_path / "r", latent_warmup=bad)
+    with pytest.raises(CodecError, match=r"--latent-warmup 24:10: the first warmed channel must lie in 1\.\.23"):
+        opts(home, images, tmp_path / "r", latent_warmup="24:10").resolve()
+
+
+@pytest.mark.parametrize("step", [0, 3, 8])
+def test_latent_warmup_weighs_the_warmed_channels_bits(home, images, tmp_path, step):
+    """The loss of a step is bpp − (1 − w)·bits of channels FROM.. + λ·255²·MSE, w = step / STEPS;
+    the logged bpp is the whole rate."""
+    import torch
+
+    from imgcodec.models.base import bits_per_pixel
+    from imgcodec.train.loop import start, train_step
+    from imgcodec.train.options import Precision
+
+    o = opts(home, images, tmp_path / "r", latent_warmup="10:8").resolve()
+    t = start(o, torch.device("cpu"), Precision.FP32, resuming=False)
+    x = torch.from_numpy(natural_image(32, 32, seed=3)).permute(2, 0, 1)[None].float() / 255
+    torch.manual_seed(7)
+    out = t.model(x, t.model.rate_point(1), quantization=o.quantization.value)
+    with torch.no_grad():
+        whole = bits_per_pixel(out["likelihoods"], 32 * 32)
+        warmed = bits_per_pixel({"y": out["likelihoods"]["y"][:, 10:]}, 32 * 32)
+        mse = torch.mean((out["x_hat"] - x) ** 2)
+    w = 1.0 if step >= 8 else step / 8
+    expected = whole - (1 - w) * warmed + o.lmbda * 255**2 * mse
+    torch.manual_seed(7)
+    loss, bpp, _, _ = train_step(t.model, t, o, x, 1, o.lmbda, Precision.FP32, 1, step).tolist()
+    assert 0 < warmed < whole
+    assert bpp == pytest.approx(whole.item(), rel=1e-5) and loss == pytest.approx(expected.item(), rel=1e-5)

@@ -66,15 +66,20 @@ def start(opts: TrainOptions, device: torch.device, precision: Precision, resumi
 
 
 def train_step(net, t: Trainee, opts: TrainOptions, x: torch.Tensor, quality, lmbda: float, precision: Precision,
-               world: int) -> torch.Tensor:
+               world: int, step: int = 0) -> torch.Tensor:
     """One R-D step and one aux step at ``quality`` (``None``: the config's default) and ``lmbda``;
-    returns ``[loss, bpp, mse, aux]`` (on the device)."""
+    returns ``[loss, bpp, mse, aux]`` (on the device; ``bpp`` the full rate whatever the loss weighs)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision is Precision.BF16):
         point = t.model.rate_point(quality)  # the gain units' gains, with their gradient
         out = net(x, point, quantization=opts.quantization.value)
-    bpp = bits_per_pixel(out["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
+    pixels = x.shape[0] * x.shape[2] * x.shape[3]
+    bpp = rate = bits_per_pixel(out["likelihoods"], pixels)
+    weight = opts.latent_rate_weight(step)
+    if weight is not None:  # the warmed channels' bits count ``weight`` times
+        warmed = out["likelihoods"]["y"][:, opts.latent_warmup[0]:]
+        rate = bpp - (1 - weight) * bits_per_pixel({"y": warmed}, pixels)
     # the loss in fp32 whatever the transforms ran in
-    loss, mse = rd_loss(bpp, out["x_hat"].float(), x, lmbda, opts.metric.value)
+    loss, mse = rd_loss(rate, out["x_hat"].float(), x, lmbda, opts.metric.value)
     t.opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(t.net_params, opts.config.training.clip_grad)
@@ -123,7 +128,7 @@ def _train(opts: TrainOptions, rank: int, world: int) -> dict:
         if precision is Precision.BF16:
             x = x.contiguous(memory_format=torch.channels_last)
         quality, lmbda = opts.step_target(step, rank)
-        metrics.add(train_step(net, t, opts, x, quality, lmbda, precision, world))
+        metrics.add(train_step(net, t, opts, x, quality, lmbda, precision, world, step))
         step += 1
         if bar is not None:
             bar.update(1)

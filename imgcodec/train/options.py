@@ -78,6 +78,20 @@ def _option(check=None, be: str = "", choice: type[Choice] | None = None, defaul
     return field(default=default, metadata={"check": check, "be": be, "choice": choice})
 
 
+def _warmup(value) -> tuple[int, int] | None:
+    """``"FROM:STEPS"`` (the command line) or a pair → ``(FROM, STEPS)``, both positive."""
+    if value is None:
+        return None
+    try:
+        first, steps = (value.split(":") if isinstance(value, str) else value)
+        pair = int(first), int(steps)
+    except (TypeError, ValueError):
+        pair = None
+    if pair is None or min(pair) < 1:
+        raise CodecError(f"--latent-warmup must be FROM:STEPS, two positive integers (e.g. 96:1500), not {value!r}")
+    return pair
+
+
 def _paths(value) -> tuple[Path, ...]:
     if value is None:
         return ()
@@ -118,6 +132,9 @@ class TrainOptions:
     ema: float | None = _option(lambda v: 0 <= v < 1, "in [0, 1)")  # decay of a moving average (0: none)
     quantization: Quantization | None = _option(choice=Quantization)
     downscale: float | None = _option(lambda v: 0 < v <= 1, "in (0, 1]")  # crops at a random scale in [S, 1]
+    # (FROM, STEPS): the rate of latent channels FROM.. enters the loss with a weight rising from 0
+    # to 1 over the run's first STEPS steps (``latent_rate_weight``)
+    latent_warmup: tuple[int, int] | None = None
     home: Path | None = None  # the store root (models/, checkpoints/); None: the default store
     config: ModelConfig | None = field(default=None, repr=False, compare=False)  # set by resolve()
 
@@ -126,6 +143,7 @@ class TrainOptions:
             object.__setattr__(self, name, value)
 
         put("data", _paths(self.data))
+        put("latent_warmup", _warmup(self.latent_warmup))
         put("val", _paths(self.val))
         for name in ("out", "init", "home"):
             if getattr(self, name) is not None:
@@ -167,6 +185,9 @@ class TrainOptions:
         if self.steps is None and self.minutes is None:
             raise CodecError("give --steps or --minutes")
         lmbda = None if every_level else self.lmbda if self.lmbda is not None else config.lmbda(self.quality)
+        if self.latent_warmup is not None and not 0 < self.latent_warmup[0] < config.M:
+            raise CodecError(f"--latent-warmup {self.latent_warmup[0]}:{self.latent_warmup[1]}: the first warmed "
+                             f"channel must lie in 1..{config.M - 1} (model {config.name!r} has M={config.M})")
         optimizer = Optimizer.parse(self.optimizer or recipe.optimizer)
 
         def pick(given, recipe_value):
@@ -205,6 +226,15 @@ class TrainOptions:
         recipe = self.config.training
         decayed = self.schedule is Schedule.DECAY and progress >= recipe.decay_at
         return self.lr * (recipe.decay if decayed else 1.0)
+
+    def latent_rate_weight(self, step: int) -> float | None:
+        """The weight of the warmed latent channels' rate at ``step`` (``None``: no warm-up, or it is
+        over).  Channels that carry no symbol sit at a stationary point of the R-D loss — any value
+        they would take costs bits at the smallest scale before it pays in distortion — which the
+        warm-up lifts: free at step 0, at full price after STEPS steps."""
+        if self.latent_warmup is None or step >= self.latent_warmup[1]:
+            return None
+        return step / self.latent_warmup[1]
 
     def step_target(self, step: int, rank: int) -> tuple[float | None, float]:
         """``(quality, λ)`` of one step; a continuous model's level is drawn from (seed, step, rank)
