@@ -181,6 +181,11 @@ class Store:
         batch of files), who then owns the modules it shares between its own calls."""
         return CachedStore(self.models, self.checkpoints)
 
+    def hold(self, key: tuple, make):
+        """What ``make()`` returns: a plain store keeps nothing, so each call makes it anew (a
+        ``CachedStore`` keeps it under ``key`` for its owner)."""
+        return make()
+
     def ship(self, path: Path, model: str, quality, meta: dict, extra: dict | None = None) -> str:
         """Copy the checkpoint file ``path`` into ``checkpoints/`` as the weights of (model,
         quality) and record it in the manifest, with ``meta`` (its ``quality`` aside) and ``extra``;
@@ -323,15 +328,18 @@ def save_checkpoint(model, path: Path, **meta: object) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_checkpoint(path: Path, expected_sha256: str | None = None):
+def read_checkpoint(path: Path, expected_sha256: str | None = None, load=None):
     """Read and verify a checkpoint file; returns ``(tensors, config, meta, sha256)``.
 
     The bytes are hashed before they are parsed, and only the safetensors parser ever sees them:
-    a pickle (or anything else) offered as a checkpoint is refused, never executed.
+    a pickle (or anything else) offered as a checkpoint is refused, never executed.  ``load``:
+    the safetensors loader of the tensors' kind, ``safetensors.torch.load`` when not given (the
+    light runtime gives ``safetensors.numpy.load``: numpy arrays, no torch).
     """
-    # deferred: safetensors.torch imports torch: only reading or writing weights needs it
-    from safetensors import SafetensorError
-    from safetensors.torch import load
+    from safetensors import SafetensorError  # deferred: only reading weights needs it
+
+    if load is None:
+        from safetensors.torch import load  # deferred: safetensors.torch imports torch
 
     path = Path(path)
     mismatch = f"checkpoint {path.name} does not match its manifest sha256 (tampered or stale)"
@@ -560,9 +568,14 @@ class CachedStore(Store):
     held: dict = field(default_factory=dict, compare=False, repr=False)
 
     def load_entry(self, entry: dict) -> LoadedModel:
-        key = (entry["file"], entry["sha256"])
+        return self.hold((entry["file"], entry["sha256"]), lambda: Store.load_entry(self, entry))
+
+    def hold(self, key: tuple, make):
+        """What ``make()`` returned the first time this store was asked for ``key``, kept for as long
+        as its owner holds the store (the light runtime's weights, models and sessions are kept
+        here too: ``light.store.LightStore``)."""
         if key not in self.held:
-            self.held[key] = super().load_entry(entry)
+            self.held[key] = make()
         return self.held[key]
 
     def cached(self) -> "CachedStore":
