@@ -21,6 +21,7 @@ from imgcodec.format import bitstream, rans
 from imgcodec.light import checkpoint, dispatch, fixed
 from imgcodec.light import codec as light
 from imgcodec.light import models as lmodels
+from imgcodec.light.store import LightStore
 from imgcodec.models import store
 
 from conftest import ROOT
@@ -78,21 +79,27 @@ def assert_pixels_within_bound(a: np.ndarray, b: np.ndarray) -> None:
     assert d.max() <= 1 and (d > 0).mean() <= MAX_DIFFERING, (int(d.max()), float((d > 0).mean()))
 
 
-def assert_cross(data: bytes) -> None:
+@pytest.fixture(scope="module")
+def lights() -> LightStore:
+    """The light models of this module's tests, loaded once (a cached loader the module holds)."""
+    return LightStore(store.default_store()).cached()
+
+
+def assert_cross(data: bytes, lights: LightStore) -> None:
     """A file decodes in both runtimes: identical exact latents, close float latents, pixels in the bound."""
     stream = bitstream.unpack(data)
     h = stream.header
     shape = _shape(h)
     q = store.default_store().load_config(h.model).from_stored(h.quality)  # the header: the ladder's position
     tm = store.default_store().load_shipped(h.model, q).model
-    lm, _ = light.load(None, h.model, q)
+    lm, _ = lights.load(h.model, q)
     parts = stream.parts[: tm.latent_parts]
     with torch.inference_mode():
         exact_t = torch_exact_latents(tm, parts, shape)
         float_t = tm.decompress_latents(parts, shape, rate_point(tm, q)).numpy()
     assert np.array_equal(lm.exact_latents(parts, shape, q), exact_t)
     np.testing.assert_allclose(lm.decompress_latents(parts, shape, q), float_t, rtol=1e-5, atol=5e-5)
-    assert_pixels_within_bound(np.asarray(api.decode(data)), np.asarray(light.decode(data)))
+    assert_pixels_within_bound(np.asarray(api.decode(data)), np.asarray(light.decode(data, store=lights)))
 
 
 def test_the_fixed_point_constants_agree():
@@ -170,45 +177,50 @@ def test_a_graph_of_other_weights_or_tampered_is_refused(tmp_path):
     stale = dict(entry, onnx=dict(entry["onnx"], checkpoint_sha256="0" * 64))
     s.write_manifest([stale])
     with pytest.raises(ModelError, match="no ONNX graphs"):
-        checkpoint.load_light(s, "factorized-gdn", 5)
+        LightStore(s).weights("factorized-gdn", 5)
     s.write_manifest([entry])
-    checkpoint.load_light(s, "factorized-gdn", 5)
+    LightStore(s).weights("factorized-gdn", 5)
     g = root / "checkpoints" / "onnx" / entry["onnx"]["graphs"]["g_s"]["file"]
     g.write_bytes(g.read_bytes() + b"\0")
-    checkpoint._CACHE.clear()
-    with pytest.raises(ModelError, match="does not match"):
-        checkpoint.load_light(s, "factorized-gdn", 5)
-    checkpoint._CACHE.clear()
+    with pytest.raises(ModelError, match="does not match"):  # a plain loader reads and verifies anew
+        LightStore(s).weights("factorized-gdn", 5)
 
 
 @pytest.mark.parametrize("key,model,quality", POINTS, ids=[p[0] for p in POINTS])
-def test_golden_files_cross_runtimes(key, model, quality):
+def test_golden_files_cross_runtimes(key, model, quality, lights):
     """The golden file (written by the torch runtime) decodes in the light runtime to the same
     latents; the light runtime's file of the golden input decodes in the torch runtime."""
-    assert_cross((GOLDEN / f"{key}.bin").read_bytes())
+    assert_cross((GOLDEN / f"{key}.bin").read_bytes(), lights)
     from test_golden import golden_input
 
-    assert_cross(light.encode(golden_input(), quality=quality, model=model))
+    assert_cross(light.encode(golden_input(), quality=quality, model=model, store=lights), lights)
 
 
-# GroupNorm's statistics span the whole frame: on kodim23 0.16 % of the values of the two runtimes
-# differ by 1 (measured), above the bound; the golden file of the same model is within it.
-PHOTO_POINTS = [pytest.param(*p, marks=pytest.mark.xfail(reason="factorized-gn: 0.16 % of values differ by 1 "
-                                                                "on kodim23, above the 0.1 % bound"))
-                if p[1] == "factorized-gn" else p for p in POINTS]
+# factorized-gn misses the bound on a photo through the torch runtime's GroupNorm, not the graph's.
+# The torch runtime runs g_s channels-last (codec/fastpath.run), where torch's CPU GroupNorm kernel
+# (GroupNormKernelImplChannelsLastInternal, H·W ≥ 1024) sums x and x² of each channel position by
+# position into one float32 running sum per thread (up to 98 304 terms) and takes E[x²] − E[x]²:
+# statistics off by about 1e-5 relative, and different for each thread count.  On kodim23 the torch
+# decode is off the float64 g_s in 0.57 % of the values with one thread and 0.16 % with two (the two
+# differ from each other in 0.41 %); torch's contiguous kernel (cascaded moments) in 0.0014 %, and the
+# ONNX graph (statistics in float64, GroupNorm64) in 0.0003 %.  The golden file, smaller, is within it.
+_GN_REASON = ("factorized-gn: the torch runtime's channels-last GroupNorm sums its statistics in float32 "
+              "position by position (thread-count dependent): 0.16 % of kodim23's values off by 1 at 2 threads")
+PHOTO_POINTS = [pytest.param(*p, marks=pytest.mark.xfail(reason=_GN_REASON)) if p[1] == "factorized-gn" else p
+                for p in POINTS]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key,model,quality", PHOTO_POINTS, ids=[p[0] for p in POINTS])
-def test_a_photo_crosses_runtimes(key, model, quality, kodak_dir):
+def test_a_photo_crosses_runtimes(key, model, quality, kodak_dir, lights):
     """A Kodak photo per model, written by each runtime, decodes in the other."""
     rgb = np.asarray(Image.open(kodak_dir / "kodim23.png").convert("RGB"))
-    assert_cross(api.encode(rgb, quality=quality, model=model))
-    assert_cross(light.encode(rgb, quality=quality, model=model))
+    assert_cross(api.encode(rgb, quality=quality, model=model), lights)
+    assert_cross(light.encode(rgb, quality=quality, model=model, store=lights), lights)
 
 
-def test_tiles_give_the_whole_frame_latent():
-    m, _ = light.load(None, "checkerboard-gdn", 5)
+def test_tiles_give_the_whole_frame_latent(lights):
+    m, _ = lights.load("checkerboard-gdn", 5)
     rng = np.random.default_rng(3)
     rgb = (rng.random((200, 260, 3)) * 255).astype(np.uint8)
     whole = light.analysis(m, rgb, tile=0)

@@ -329,12 +329,14 @@ def evaluate_model(
         import onnxruntime
 
         from ..light import codec as light
+        from ..light.store import LightStore
 
-        models = {q: light.load(store, model, q) for q in qualities}
+        lights = LightStore(store)  # over the cached store: the models and sessions of this evaluation
+        models = {q: lights.load(model, q) for q in qualities}
         entries = {q: store.shipped_entry(model, q)[0] for q in qualities}
 
         def decode(data: bytes) -> np.ndarray:
-            return np.asarray(light.decode(data, store=store).convert("RGB"))
+            return np.asarray(light.decode(data, store=lights).convert("RGB"))
 
         def encode(rgb: np.ndarray, q) -> bytes:
             lm, qn = models[q]

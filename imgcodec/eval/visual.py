@@ -115,11 +115,14 @@ def _scored(key: str, label: str, quality, data: bytes, decoded: np.ndarray, ori
 
 def compare_photo(path: Path, size: int | None = None, bpp: float | None = None, model: str | None = None,
                   refine: int = 0, codecs: Sequence[str] = DEFAULT_CODECS, device: str = "cpu",
-                  rgb: np.ndarray | None = None) -> PhotoComparison:
-    """Every codec's file of the photo at ``path`` (or of ``rgb``) that fits ``size`` bytes or ``bpp``."""
+                  rgb: np.ndarray | None = None, store=None) -> PhotoComparison:
+    """Every codec's file of the photo at ``path`` (or of ``rgb``) that fits ``size`` bytes or ``bpp``.
+    ``store``: the ``models.store.Store`` of the model (default: ``default_store()``), held cached
+    for the photo's search and decode."""
     from ..light import dispatch
-    from ..models.store import DEFAULT_MODEL
+    from ..models.store import DEFAULT_MODEL, default_store
 
+    store = (store or default_store()).cached()
     path = Path(path)
     if rgb is None:
         rgb = load_rgb_array(path)
@@ -131,19 +134,20 @@ def compare_photo(path: Path, size: int | None = None, bpp: float | None = None,
 
         def fitted():
             return codec.encode_to_target(CanonicalImage(rgb, None, False), model, size=size, bpp=bpp,
-                                          device=device, refine=refine)
+                                          device=device, refine=refine, store=store)
 
         def decoder(data):
-            return codec.decode(data, device=device)
+            return codec.decode(data, device=device, store=store)
     else:
         # deferred: the light runtime (numpy, onnxruntime, numba), no torch
         from ..light import codec as light
 
         def fitted():
-            return light.encode_to_target(CanonicalImage(rgb, None, False), model, size=size, bpp=bpp)
+            return light.encode_to_target(CanonicalImage(rgb, None, False), model, size=size, bpp=bpp,
+                                          store=store)
 
         def decoder(data):
-            return light.decode(data)
+            return light.decode(data, store=store)
     try:
         fit = fitted()
     except CodecError as exc:
@@ -163,12 +167,15 @@ def compare_photo(path: Path, size: int | None = None, bpp: float | None = None,
 
 
 def compare(paths: Sequence[Path], size: int | None = None, bpp: float | None = None, **kw) -> list[PhotoComparison]:
-    """``compare_photo`` for each photo; every photo is read first, so a bad one stops before any coding."""
+    """``compare_photo`` for each photo; every photo is read first, so a bad one stops before any coding.
+    The photos share one cached store (``store=``, default ``default_store()``): the weights load once."""
+    from ..models.store import default_store
 
     if not paths:
         raise InputError("no photos to compare")
     check_codecs(kw.get("codecs", DEFAULT_CODECS))
     arrays = [load_rgb_array(Path(p)) for p in paths]
+    kw["store"] = (kw.get("store") or default_store()).cached()
     return [compare_photo(Path(p), size=size, bpp=bpp, rgb=a, **kw) for p, a in zip(paths, arrays)]
 
 

@@ -6,5 +6,6 @@ the parts the bitstream needs exactly — the hyper-synthesis, the checkerboard 
 parameters, the scale indexes — run in numpy from the checkpoint's own weights in the fixed point
 of ``models/hyperprior.fixed_point`` (``fixed``); the rANS coder is ``format/rans_encode`` and
 ``format/rans_jit``.  A file written by either runtime decodes in the other to the same latents
-(``models``, ``codec``); ``dispatch`` chooses the runtime.
+(``models``, ``codec``); ``store`` loads the models (``LightStore``: each load the caller's, or kept
+in the ``CachedStore`` its owner holds); ``dispatch`` chooses the runtime.
 """

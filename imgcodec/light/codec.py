@@ -27,28 +27,19 @@ from ..codec.imageio import (
 )
 from ..errors import BitstreamError, CodecError, ModelError
 from ..format import bitstream
-from ..models.store import DEFAULT_MODEL, Store, default_store
-from .checkpoint import load_light
-from .models import LightModel, build
+from ..models.store import DEFAULT_MODEL, Store
+from .models import LightModel
+from .store import LightStore, light_store
 
 DEFAULT_TILE = 64  # as codec/tiling.py
 TILE_THRESHOLD_PIXELS = 1 << 21
 
 
-def load(store: Store | None, model: str | None, quality) -> tuple[LightModel, int | float]:
-    """The light model of (model, quality) and the normalized quality (``Store.load_shipped``'s rule)."""
-    weights, q = load_light(store or default_store(), model, quality)
-    return _built(weights), q
-
-
-_MODELS: dict = {}
-
-
-def _built(weights) -> LightModel:
-    key = id(weights)
-    if key not in _MODELS or _MODELS[key].weights is not weights:
-        _MODELS[key] = build(weights)
-    return _MODELS[key]
+def load(store: Store | LightStore | None, model: str | None, quality) -> tuple[LightModel, int | float]:
+    """The light model of (model, quality) and the normalized quality (``Store.load_shipped``'s
+    rule), from ``store``'s loader (``light_store``): a new model, the caller's, unless the store
+    is cached."""
+    return light_store(store).load(model, quality)
 
 
 # -- images as arrays, padding and tiles (codec/tensors.py and codec/tiling.py, in numpy)
@@ -174,8 +165,10 @@ def encode_canonical(img: CanonicalImage, model: LightModel, quality, y=None) ->
 
 def encode(image, quality=None, model: str | None = None, target_size: int | None = None,
            target_bpp: float | None = None, metadata: str = "all", to_srgb: bool = False,
-           store: Store | None = None) -> bytes:
-    """``codec.api.encode`` with the light runtime (no refinement, the CPU)."""
+           store: Store | LightStore | None = None) -> bytes:
+    """``codec.api.encode`` with the light runtime (no refinement, the CPU).  ``store``: a
+    ``Store`` (default: ``default_store()``) or the ``LightStore`` to load from; a plain store's
+    model is built for this call alone."""
     img = read_image(image, metadata, to_srgb)
     if target_size is not None or target_bpp is not None:
         if quality is not None:
@@ -187,16 +180,18 @@ def encode(image, quality=None, model: str | None = None, target_size: int | Non
 
 def encode_to_target(img: CanonicalImage, model: str | None = None, size: int | None = None,
                      bpp: float | None = None, tolerance: float = ratecontrol.TOLERANCE,
-                     store: Store | None = None) -> ratecontrol.Fit:
+                     store: Store | LightStore | None = None) -> ratecontrol.Fit:
+    """The highest quality whose file fits (``codec.api.encode_to_target``); the search holds its
+    store cached (``LightStore.cached``): each set of weights loads once."""
     limit = ratecontrol.target_limit(*img.size, size=size, bpp=bpp)
-    store = store or default_store()
-    grid = store.quality_grid(model)
+    lights = light_store(store).cached()
+    grid = lights.store.quality_grid(model)
     if not grid:
         raise CodecError(f"model {model or DEFAULT_MODEL!r} has no shipped weights (see `imgcodec models`)")
     analyses: dict[str, np.ndarray] = {}
 
     def encode_at(q) -> bytes:
-        m, q = load(store, model, q)
+        m, q = lights.load(model, q)
         if m.weights.sha256 not in analyses:
             analyses[m.weights.sha256] = analysis(m, img.rgb)
         return encode_canonical(img, m, q, y=analyses[m.weights.sha256])
@@ -204,17 +199,17 @@ def encode_to_target(img: CanonicalImage, model: str | None = None, size: int | 
     return ratecontrol.search(grid, encode_at, limit, tolerance)
 
 
-def _model_for(header: bitstream.Header, store: Store) -> tuple[LightModel, int | float]:
+def _model_for(header: bitstream.Header, lights: LightStore) -> tuple[LightModel, int | float]:
     """The model a header names and the file's quality on the common scale (the header holds its
     position on the model's ladder)."""
     try:
-        config = store.load_config(header.model)
+        config = lights.store.load_config(header.model)
     except ModelError as exc:
         raise ModelError(f"this file needs model {header.model!r} (weights {header.weights.hex()}): {exc}") from None
     quality = header.quality
     try:
         quality = config.from_stored(header.quality)
-        model, quality = load(store, header.model, quality)
+        model, quality = lights.load(header.model, quality)
     except ModelError as exc:
         raise ModelError(f"this file needs model {header.model!r} quality {quality} "
                          f"(weights {header.weights.hex()}): {exc}") from None
@@ -225,11 +220,12 @@ def _model_for(header: bitstream.Header, store: Store) -> tuple[LightModel, int 
     return model, quality
 
 
-def parse(data, max_pixels=bitstream.DEFAULT_MAX_PIXELS, store: Store | None = None):
-    """``(stream, model)`` of an imgcodec file: the header checked and the model it names loaded;
-    the stream's header carries the quality on the common scale."""
+def parse(data, max_pixels=bitstream.DEFAULT_MAX_PIXELS, store: Store | LightStore | None = None):
+    """``(stream, model)`` of an imgcodec file: the header checked and the model it names loaded
+    (from ``store``'s loader, ``light_store``); the stream's header carries the quality on the
+    common scale."""
     stream = bitstream.unpack(file_bytes(data), max_pixels=max_pixels)
-    model, quality = _model_for(stream.header, store or default_store())
+    model, quality = _model_for(stream.header, light_store(store))
     stream = replace(stream, header=replace(stream.header, quality=quality))
     h = stream.header
     if h.latent_parts != model.latent_parts:
@@ -238,8 +234,9 @@ def parse(data, max_pixels=bitstream.DEFAULT_MAX_PIXELS, store: Store | None = N
     return stream, model
 
 
-def decode(data, max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS, store: Store | None = None):
-    """``codec.api.decode`` with the light runtime: a ``PIL.Image`` of the original size and mode."""
+def decode(data, max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS, store: Store | LightStore | None = None):
+    """``codec.api.decode`` with the light runtime: a ``PIL.Image`` of the original size and mode.
+    ``store``: as ``encode``'s."""
     stream, model = parse(data, max_pixels, store)
     h = stream.header
     k = model.latent_parts

@@ -98,11 +98,10 @@ def describe(model: str, quality, runtime: str | None = None, store=None) -> str
         return f"torch {torch.__version__} (compressai entropy models, numba rANS decoder)"
     import onnxruntime  # deferred: only --verbose asks
 
-    from ..models.store import default_store
-    from .checkpoint import load_light
+    from .store import light_store
 
     try:
-        load_light(store or default_store(), model, quality)
+        light_store(store).weights(model, quality)
         graphs = "graphs verified"
     except CodecError as exc:
         graphs = str(exc)

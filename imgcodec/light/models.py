@@ -6,6 +6,7 @@ payload a file holds means the same to both runtimes (docs/bitstream.md)."""
 from __future__ import annotations
 
 import os
+from types import MappingProxyType
 
 import numpy as np
 
@@ -16,18 +17,6 @@ from . import fixed
 from .checkpoint import LightWeights
 
 ONE = 2.0**fixed.HS_ACT_BITS
-_THREADS: list[int | None] = [None]  # ONNX Runtime's intra-op threads (None: its default)
-
-
-def set_threads(n: int | None) -> None:
-    """Threads of the ONNX Runtime sessions made after this call and of numpy's BLAS (the
-    fixed-point products) from now on (``None``: their defaults)."""
-    _THREADS[0] = n
-    _SESSIONS.clear()
-    if n:
-        blas_threads(n)
-
-
 _BLAS_SYMBOLS = ("openblas_set_num_threads64_", "scipy_openblas_set_num_threads64_", "openblas_set_num_threads",
                  "scipy_openblas_set_num_threads")
 
@@ -58,30 +47,20 @@ def blas_threads(n: int) -> bool:
     return done
 
 
-_SESSIONS: dict = {}
+def open_session(path, threads: int | None = None):
+    """A new ``onnxruntime.InferenceSession`` of a verified graph file, with ``threads`` intra-op
+    threads (``None``: ONNX Runtime's default).  A thread count also limits the OpenBLAS that numpy
+    uses for the fixed-point products (``blas_threads``), which is one per process: the last
+    session made with a count sets it."""
+    import onnxruntime as ort  # deferred: only running a transform needs it
 
-
-def session(path):
-    """An ``onnxruntime.InferenceSession`` of a verified graph file (one per file and thread count)."""
-    key = (str(path), _THREADS[0])
-    if key not in _SESSIONS:
-        import onnxruntime as ort  # deferred: only running a transform needs it
-
-        opts = ort.SessionOptions()
-        threads = _THREADS[0] or int(os.environ.get("IMGCODEC_THREADS", "0") or 0)
-        if threads:
-            if _THREADS[0] is None:
-                blas_threads(threads)
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        _SESSIONS[key] = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    return _SESSIONS[key]
-
-
-def run_graph(path, x: np.ndarray) -> np.ndarray:
-    s = session(path)
-    return s.run(None, {s.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+    opts = ort.SessionOptions()
+    if threads:
+        blas_threads(threads)
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def check_codable(t: np.ndarray) -> None:
@@ -127,8 +106,10 @@ class LightModel:
     latent_parts = 1
     graphs_needed = ("g_a", "g_s")
 
-    def __init__(self, weights: LightWeights):
+    def __init__(self, weights: LightWeights, threads: int | None = None):
         self.weights = weights
+        self.threads = threads  # ONNX Runtime's intra-op threads of this model's sessions
+        self._sessions: dict = {}  # graph name -> its session, made on first use
         self.config = weights.config
         self.t = weights.tensors
         missing = [g for g in self.graphs_needed if g not in weights.graphs]
@@ -139,11 +120,21 @@ class LightModel:
         self._gc_tables = None
 
     # -- transforms
+    def session(self, name: str):
+        """This model's ONNX Runtime session of graph ``name`` (made on first use, then kept)."""
+        if name not in self._sessions:
+            self._sessions[name] = open_session(self.weights.graphs[name], self.threads)
+        return self._sessions[name]
+
+    def run(self, name: str, x: np.ndarray) -> np.ndarray:
+        s = self.session(name)
+        return s.run(None, {s.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
     def g_a(self, x: np.ndarray) -> np.ndarray:
-        return run_graph(self.weights.graphs["g_a"], x)
+        return self.run("g_a", x)
 
     def g_s(self, y: np.ndarray) -> np.ndarray:
-        return run_graph(self.weights.graphs["g_s"], y)
+        return self.run("g_s", y)
 
     # -- factorized entropy model
     def medians(self) -> np.ndarray:
@@ -195,8 +186,8 @@ class LightHyperprior(LightModel):
     graphs_needed = ("g_a", "g_s", "h_a")
     HS = ("deconv", "relu", "deconv", "relu", "conv", "relu")
 
-    def __init__(self, weights):
-        super().__init__(weights)
+    def __init__(self, weights, threads=None):
+        super().__init__(weights, threads)
         self.h_s = fixed.layers(self.t, "h_s", self.HS)
 
     def gains(self, quality):
@@ -218,7 +209,7 @@ class LightHyperprior(LightModel):
         return out[0], out[1]
 
     def h_a(self, y: np.ndarray) -> np.ndarray:
-        return run_graph(self.weights.graphs["h_a"], y)
+        return self.run("h_a", y)
 
     def scale_table(self) -> np.ndarray:
         return self.t["gaussian_conditional.scale_table"]
@@ -280,7 +271,7 @@ class LightMeanScale(LightHyperprior):
     graphs_needed = ("g_a", "g_s", "h_a", "h_m")
 
     def means(self, z_hat, shape):
-        return run_graph(self.weights.graphs["h_m"], z_hat)[..., : shape[0], : shape[1]]
+        return self.run("h_m", z_hat)[..., : shape[0], : shape[1]]
 
 
 class LightCheckerboard(LightHyperprior):
@@ -290,8 +281,8 @@ class LightCheckerboard(LightHyperprior):
     HM = ("deconv", "relu", "deconv", "relu", "conv")
     EP = ("conv", "relu", "conv", "relu", "conv")
 
-    def __init__(self, weights):
-        super().__init__(weights)
+    def __init__(self, weights, threads=None):
+        super().__init__(weights, threads)
         self.h_m = fixed.layers(self.t, "h_m", self.HM)
         self.cp = fixed.prepared([("conv", self.t["context_prediction.weight"], self.t["context_prediction.bias"])])
         self.ep = fixed.layers(self.t, "entropy_parameters", self.EP)
@@ -357,16 +348,17 @@ class LightCheckerboard(LightHyperprior):
         return y_hat if inverse is None else (y_hat * inverse).astype(np.float32)
 
 
-ARCHITECTURES = {
+ARCHITECTURES = MappingProxyType({
     "factorized": LightModel,
     "hyperprior": LightHyperprior,
     "meanscale": LightMeanScale,
     "checkerboard": LightCheckerboard,
-}
+})
 
 
-def build(weights: LightWeights) -> LightModel:
+def build(weights: LightWeights, threads: int | None = None) -> LightModel:
+    """A new model of ``weights``' architecture, whose sessions run ``threads`` intra-op threads."""
     arch = weights.config.architecture
     if arch not in ARCHITECTURES:
         raise ModelError(f"architecture {arch!r} has no light runtime")
-    return ARCHITECTURES[arch](weights)
+    return ARCHITECTURES[arch](weights, threads)

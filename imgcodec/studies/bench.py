@@ -792,17 +792,17 @@ def runtimes_section(images, paths: list[Path], reps: int, warmup: int, log, clo
     from ..codec import api as codec
     from ..codec.imageio import CanonicalImage
     from ..light import codec as light
-    from ..light import models as light_models
+    from ..light.store import LightStore
     from ..models import store
 
-    light_models.set_threads(torch.get_num_threads())
     home = store.default_store()
+    lights = LightStore(home.cached(), threads=torch.get_num_threads())  # ONNX Runtime and OpenBLAS at torch's threads
     names = sorted(n for n in home.configs() if home.shipped_qualities(n))
     res: dict = {"threads": torch.get_num_threads(), "models": {}}
     rows = []
     for n in names:
         loaded = home.load_shipped(n)
-        lm, q = light.load(home, n, None)
+        lm, q = lights.load(n, None)
         total = {"torch encode": 0.0, "onnx encode": 0.0, "torch decode": 0.0, "onnx decode": 0.0}
         for _, rgb in images:
             img = CanonicalImage(rgb, None, False)
@@ -810,7 +810,7 @@ def runtimes_section(images, paths: list[Path], reps: int, warmup: int, log, clo
             t = _alternate({"torch encode": lambda: codec.encode_canonical(img, loaded),
                             "onnx encode": lambda: light.encode_canonical(img, lm, q),
                             "torch decode": lambda: codec.decode(files["onnx"], loaded=loaded),
-                            "onnx decode": lambda: light.decode(files["torch"])}, reps, warmup)
+                            "onnx decode": lambda: light.decode(files["torch"], store=lights)}, reps, warmup)
             for k in total:
                 total[k] += t[k][clock] / len(images)
         res["models"][n] = total
