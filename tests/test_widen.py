@@ -21,7 +21,7 @@ from imgcodec.errors import ModelError
 from imgcodec.models import store
 from imgcodec.models.base import bits_per_pixel
 from imgcodec.models.config import ModelConfig
-from imgcodec.models.growth import close, grow, init_from, widen
+from imgcodec.models.growth import close, grow, init_from, reopen_latent, widen
 from imgcodec.models.norms import NORMS
 from imgcodec.models.registry import build_model
 from imgcodec.train import TrainOptions, train
@@ -179,6 +179,32 @@ def test_the_new_latent_channels_get_gradient(architecture):
     new_rows = grown.g_a[-1].weight.grad[12:]
     assert new_rows.abs().sum() > 0.01 * grown.g_a[-1].weight.grad[:12].abs().sum()
     assert grown.g_a[-1].weight[12:].abs().sum() == 0  # and they do start at zero
+
+
+@pytest.mark.parametrize("architecture", GROWS_ALONG_M)
+def test_reopened_latent_channels_carry_symbols_that_nothing_reads_yet(architecture):
+    """``reopen_latent``: the grown channels get random analysis rows at the old rows' mean norm,
+    so that they round to nonzero values; the synthesis, the hyperprior and the context do not read
+    them (changing them changes neither the image nor ``z``)."""
+    model = grow(with_means(build_model(tiny(architecture))), 30).eval()
+    reopen_latent(model, 12, seed=1)
+    rows = model.g_a[-1].weight.flatten(1).norm(dim=1)
+    assert torch.allclose(rows[12:], rows[:12].mean().expand(18), rtol=1e-5)
+    x = torch.from_numpy(natural_image(64, 64, seed=2)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        point = model.rate_point(3)
+        y = model.g_a(x) * point.gain
+        assert (y[:, 12:].round() != 0).float().mean() > 0.05  # open: they carry symbols
+        other = y.clone()
+        other[:, 12:] = torch.randn(other[:, 12:].shape, generator=torch.Generator().manual_seed(0)) * 5
+        assert torch.equal(model.g_s(y.round()), model.g_s(other.round()))
+        assert torch.equal(model.hyper_analysis(y), model.hyper_analysis(other))
+        if hasattr(model, "context_prediction"):
+            assert torch.equal(model.context_prediction(y), model.context_prediction(other))
+    with pytest.raises(ModelError, match="no latent channels 30..29 to reopen"):
+        reopen_latent(model, 30)
+    with pytest.raises(ModelError, match="the hyperprior family only"):
+        reopen_latent(build_model(tiny("factorized")), 6)
 
 
 def test_growth_along_m_refuses_to_narrow_and_the_factorized_model():

@@ -133,3 +133,32 @@ def init_from(model: CodecModel, source: CodecModel) -> None:
     else:
         model.g_a.load_state_dict(source.g_a.state_dict())
         model.g_s.load_state_dict(source.g_s.state_dict())
+
+
+@torch.no_grad()
+def reopen_latent(model: CodecModel, first: int, seed: int = 0) -> None:
+    """Re-initialise latent channels ``first..`` (those a growth along M added and the rate kept
+    at zero) the other way round from :meth:`CodecModel.grow_latent`: ``g_a``'s rows for them
+    random, at the mean norm of the other rows, so that their rounded values are nonzero from the
+    first step; ``g_s``'s columns for them, and the hyperprior's and the context's inputs from
+    them, zero, so that nothing reads them until training makes them worth reading.  The image is
+    reconstructed as before but for those readers' trained weights; the new values cost bits,
+    which the trainer's ``--latent-warmup`` lets in gradually.  Hyperprior family only."""
+    M = model.config.M
+    if not 0 < first < M or not hasattr(model, "hyper_inputs"):
+        raise ModelError(f"model {model.config.name!r} has no latent channels {first}..{M - 1} to reopen "
+                         "(M={M}; the hyperprior family only)")
+    last = model.g_a[len(model.g_a) - 1]
+    rows = torch.rand(last.weight[first:].shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    norms = last.weight[:first].flatten(1).norm(dim=1).mean()
+    last.weight[first:] = rows * (norms / rows.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
+    if last.bias is not None:
+        last.bias[first:] = 0
+    reader = model.g_s[0]
+    (reader.weight[first:] if isinstance(reader, nn.ConvTranspose2d) else reader.weight[:, first:]).zero_()
+    kept = torch.zeros(model.h_a[0].weight.shape[1], dtype=torch.bool)
+    kept[model.hyper_inputs(first)] = True
+    model.h_a[0].weight[:, ~kept] = 0
+    context = getattr(model, "context_prediction", None)
+    if context is not None:
+        context.weight[:, first:] = 0

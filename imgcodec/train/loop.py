@@ -26,7 +26,7 @@ from ..codec.refine import rd_loss
 from ..errors import ModelError
 from ..models import store
 from ..models.base import bits_per_pixel
-from ..models.growth import init_from
+from ..models.growth import init_from, reopen_latent
 from ..models.registry import build_model
 from . import ddp
 from .averaging import update_average
@@ -59,6 +59,8 @@ def start(opts: TrainOptions, device: torch.device, precision: Precision, resumi
         except ModelError as exc:
             raise ModelError(f"--init {opts.init}: {exc}") from None
         init_sha = loaded.sha256
+        if opts.latent_warmup is not None:  # the warmed channels start open (a resumed run has them)
+            reopen_latent(model, opts.latent_warmup[0], opts.seed)
     if precision is Precision.BF16:
         # oneDNN's bf16 convolutions are fastest on NHWC; the weights stay fp32 (autocast casts)
         model = model.to(memory_format=torch.channels_last)
