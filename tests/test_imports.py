@@ -120,3 +120,59 @@ def test_the_codec_core_imports_no_study_evaluation_or_training():
     for name, deps in graph.items():
         if name.startswith(CORE):
             assert not {d for d in deps if d.startswith(NOT_CORE)}, name
+
+
+# The packages whose modules hold no mutable state: what a runtime loads belongs to its caller.
+STATELESS = ("imgcodec.light", "imgcodec.codec")
+MUTABLE = (dict, list, set, bytearray)
+
+
+def _mutable_attributes(module) -> list[str]:
+    """The names of ``module``'s attributes, and of the class attributes of the classes it defines,
+    that are mutable containers; dunder names (``__builtins__``, ``__annotations__``, ``__all__``:
+    the interpreter's and the list of public names) aside."""
+    found = []
+    for attr, value in vars(module).items():
+        if attr.startswith("__"):
+            continue
+        if isinstance(value, MUTABLE):
+            found.append(attr)
+        if isinstance(value, type) and value.__module__ == module.__name__:
+            found += [f"{attr}.{k}" for k, v in vars(value).items()
+                      if not k.startswith("__") and isinstance(v, MUTABLE)]
+    return found
+
+
+def test_the_runtimes_hold_no_module_level_mutable_state():
+    """No module of ``imgcodec.light`` or ``imgcodec.codec`` (nor a class of one) holds a dict, list,
+    set or bytearray: loaded weights, models and sessions belong to the caller that loads them (a
+    ``Store.cached()`` or ``LightStore.cached()`` it holds), constants are tuples, frozensets or
+    read-only mappings.  A module that needs torch is checked where torch is installed."""
+    checked = []
+    for name in sorted(_modules()):
+        if not name.startswith(STATELESS):
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name in ("torch", "compressai", "torchvision"):
+                continue
+            raise
+        assert not _mutable_attributes(module), f"{name}: {_mutable_attributes(module)}"
+        checked.append(name)
+    assert {"imgcodec.light.store", "imgcodec.light.models", "imgcodec.light.codec",
+            "imgcodec.light.checkpoint", "imgcodec.codec.files"} <= set(checked)
+
+
+def test_a_mutable_module_attribute_is_found():
+    import types
+
+    module = types.ModuleType("m")
+    module.CACHE, module.NAMES, module.__all__ = {}, ("a",), ["a"]
+
+    class Holder:
+        sessions: list = []
+
+    Holder.__module__ = "m"
+    module.Holder = Holder
+    assert _mutable_attributes(module) == ["CACHE", "Holder.sessions"]

@@ -38,6 +38,7 @@ import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from struct import error as struct_error
+from types import MappingProxyType
 from typing import BinaryIO
 
 import numpy as np
@@ -47,8 +48,8 @@ from ..atomic import describe, write_atomic
 from ..errors import BitstreamError, CodecError, InputError, OutputError
 from ..format import bitstream
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".gif"}
-OUTPUT_FORMATS = {".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".gif"})
+OUTPUT_FORMATS = MappingProxyType({".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"})
 
 # Refuse decompression bombs: an input of more pixels than this, or than the application's
 # ``Image.MAX_IMAGE_PIXELS`` where that is lower, is an error (checked before its pixels are read;
@@ -389,8 +390,8 @@ def output_format(path: Path) -> str:
 
 
 # What each output format can carry of the decoded image's metadata (Pillow's save arguments).
-_SAVE_METADATA = {"PNG": ("icc_profile", "exif"), "WEBP": ("icc_profile", "exif", "xmp"),
-                  "TIFF": ("icc_profile", "exif"), "BMP": ()}
+_SAVE_METADATA = MappingProxyType({"PNG": ("icc_profile", "exif"), "WEBP": ("icc_profile", "exif", "xmp"),
+                                   "TIFF": ("icc_profile", "exif"), "BMP": ()})
 
 
 def _png_limit() -> int:

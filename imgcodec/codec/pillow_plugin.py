@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.util
 import sys
+from types import MappingProxyType
 
 from ..errors import BitstreamError, CodecError, ModelError
 from ..format import bitstream
@@ -37,7 +38,7 @@ from ..format import bitstream
 FORMAT = "IMGCODEC"
 EXTENSIONS = (".imgc", ".bin")
 SAVE_OPTIONS = ("quality", "model", "target_size", "target_bpp", "refine")
-PILLOW_NAMES = {"icc": "icc_profile"}  # a metadata part's key in ``Image.info``, where it differs
+PILLOW_NAMES = MappingProxyType({"icc": "icc_profile"})  # a metadata part's key in ``Image.info``, where it differs
 
 
 def _accept(prefix: bytes) -> bool:

@@ -26,13 +26,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Callable
 
 from ..errors import CodecError
 
 TOLERANCE = 0.02
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6, "mib": 1 << 20,
-          "g": 10**9, "gb": 10**9, "gib": 1 << 30}
+_UNITS = MappingProxyType({"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
+                           "mib": 1 << 20, "g": 10**9, "gb": 10**9, "gib": 1 << 30})
 
 
 def parse_size(text) -> int:
