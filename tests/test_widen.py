@@ -207,6 +207,22 @@ def test_reopened_latent_channels_carry_symbols_that_nothing_reads_yet(architect
         reopen_latent(build_model(tiny("factorized")), 6)
 
 
+def test_trainer_reopens_the_grown_channels_under_latent_warmup(tmp_path, monkeypatch):
+    """``--init`` from a model with M = 24 into one with M = 32 and ``--latent-warmup 24:10``: the
+    run starts with the new channels reopened (their analysis rows at the old rows' norm, where a
+    plain growth leaves them at zero)."""
+    common = training_home(tmp_path, monkeypatch, {"tinyhp": TINY_HP, "tinyhp-m": TINY_HP.replace("M = 24", "M = 32")})
+    hp = train(TrainOptions(model="tinyhp", out=tmp_path / "hp", steps=2, **common))
+    runs = {}
+    for name, warmup in (("plain", None), ("warm", "24:10")):
+        summary = train(TrainOptions(model="tinyhp-m", out=tmp_path / name, steps=1, init=Path(hp["checkpoint"]),
+                                     latent_warmup=warmup, **common))
+        runs[name] = store.load_checkpoint_file(Path(summary["checkpoint"])).model.g_a[-1].weight.flatten(1).norm(dim=1)
+    plain, warm = runs["plain"], runs["warm"]
+    assert plain[24:].max() < 0.05 * plain[:24].mean()  # one step from zero
+    assert warm[24:].min() > 0.5 * warm[:24].mean()
+
+
 def test_growth_along_m_refuses_to_narrow_and_the_factorized_model():
     with pytest.raises(ModelError, match="cannot narrow the latent"):
         grow(build_model(tiny("meanscale")), 8)
