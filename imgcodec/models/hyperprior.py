@@ -279,7 +279,9 @@ class ScaleHyperprior(CodecModel):
         new values are zero, and learned too slowly to matter).  ``h_a`` does not read the new
         channels yet (zero columns: ``ẑ`` unchanged), their means are zero and their scale
         ``NEW_CHANNEL_SCALE``, under the table's smallest: every zero costs ~1e-4 bit.  Gains of a
-        new channel: the mean of the old channels' at every level.
+        new channel: the mean of the old channels' at every level.  The gradient is there, but the
+        rate holds the new channels at zero in training (a value costs bits at the smallest scale
+        before it pays): ``growth.reopen_latent`` with the trainer's ``--latent-warmup`` opens them.
         """
         M0, config = source.config.M, self.config
         if (type(source), source.config.N, source.config.hyper_channels, source.config.lambdas) != (
