@@ -3,7 +3,11 @@
 For every manifest entry (or those of the models named), the torch model is loaded from its verified
 checkpoint and its float transforms are written to ``checkpoints/onnx/<checkpoint>.<name>.onnx``:
 ``g_a``, ``g_s``, ``h_a`` (``hyper_analysis``: ``|y|`` or ``[|y|, y]`` inside the graph) and, for
-the mean-scale model, ``h_m`` (its float means).  The exact parts (``h_s``; the checkerboard's
+the mean-scale model, ``h_m`` (its float means).  Each graph computes what the torch module does,
+GroupNorm with its statistics in float64 (``GroupNorm64``); with ``subpixel`` each stride-2
+transposed convolution is written as one convolution with 4 phase kernels and a depth-to-space
+(``SubPixelConvTranspose``: the same function, no ``ConvTranspose`` in the graph; not the shipped
+form, which it does not run faster at one thread, docs/performance.md).  The exact parts (``h_s``; the checkerboard's
 ``h_m``, context and entropy parameters) are not exported: the light runtime computes them in numpy
 from the checkpoint itself.  The manifest entry then gets an ``onnx`` record — the checkpoint's
 sha256 the graphs come from, each graph's file and sha256, the opset and the transforms' footprint
@@ -19,6 +23,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import write_bytes_atomic
@@ -56,13 +61,78 @@ class GroupNorm64(nn.Module):
         return (x.reshape(n, self.groups, -1, h * w) * scale[..., None] + shift[..., None]).reshape(n, c, h, w)
 
 
-def _exportable(module: nn.Module) -> nn.Module:
-    """``module`` with each ``nn.GroupNorm`` as ``GroupNorm64`` (the same function)."""
+def _effective_weight(deconv: nn.ConvTranspose2d) -> torch.Tensor:
+    """The (in, out, kH, kW) kernel ``deconv`` convolves with (a centralized one's, centred)."""
+    from ..models.norms import CentralizedConvTranspose2d
+
+    w = deconv.weight
+    if isinstance(deconv, CentralizedConvTranspose2d):
+        w = w - w.mean(dim=(0, 2, 3), keepdim=True)
+    return w
+
+
+def subpixel_padding(deconv: nn.ConvTranspose2d) -> int | None:
+    """The padding of the equivalent phase convolution of ``deconv``, or ``None`` where it has no
+    such form here (not square, not stride × the input, grouped, dilated, or asymmetric padding).
+
+    Output row ``o = s·m + r`` of a transposed convolution (stride s, kernel k, padding p) sums
+    ``x[m - d] · w[s·d + r + p]`` over the ``d`` with ``0 ≤ s·d + r + p < k``: an ordinary
+    correlation over input rows ``m - d_max … m - d_min`` for each phase ``r``.
+    """
+    (k, kw), (s, sw), (p, pw), (op, opw) = deconv.kernel_size, deconv.stride, deconv.padding, deconv.output_padding
+    if (k, s, p, op) != (kw, sw, pw, opw) or deconv.groups != 1 or deconv.dilation != (1, 1) or s < 2:
+        return None
+    if (deconv.padding_mode != "zeros" or k + op - 2 * p != s or k - 1 < p):
+        return None  # output ≠ s × input, or a tap beyond the padding
+    d_max = (k - 1 - p) // s
+    d_min = -((p + s - 1) // s)  # the smallest d with s·d + (s - 1) + p ≥ 0
+    return d_max if d_max == -d_min else None
+
+
+class SubPixelConvTranspose(nn.Module):
+    """A stride-s ``ConvTranspose2d`` whose output is s × its input, as one ``Conv2d`` with s²
+    phase kernels per output channel and a pixel shuffle (ONNX ``DepthToSpace``, CRD): the same
+    sums of the same products, in another order (float rounding apart)."""
+
+    def __init__(self, deconv: nn.ConvTranspose2d):
+        super().__init__()
+        pad = subpixel_padding(deconv)
+        if pad is None:
+            raise ValueError(f"no sub-pixel form for {deconv}")
+        k, s, p = deconv.kernel_size[0], deconv.stride[0], deconv.padding[0]
+        w = _effective_weight(deconv).detach()
+        cin, cout = w.shape[0], w.shape[1]
+        size = 2 * pad + 1
+        phases = w.new_zeros(cout, s, s, cin, size, size)
+        for rh in range(s):
+            for jh in range(size):
+                kh = s * (pad - jh) + rh + p
+                if not 0 <= kh < k:
+                    continue
+                for rw in range(s):
+                    for jw in range(size):
+                        kw = s * (pad - jw) + rw + p
+                        if 0 <= kw < k:
+                            phases[:, rh, rw, :, jh, jw] = w[:, :, kh, kw].t()
+        self.stride, self.pad = s, pad
+        self.weight = nn.Parameter(phases.reshape(cout * s * s, cin, size, size), requires_grad=False)
+        bias = deconv.bias.detach() if deconv.bias is not None else w.new_zeros(cout)
+        self.bias = nn.Parameter(bias.repeat_interleave(s * s), requires_grad=False)
+
+    def forward(self, x):
+        return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, padding=self.pad), self.stride)
+
+
+def _exportable(module: nn.Module, subpixel: bool = False) -> nn.Module:
+    """``module`` with each ``nn.GroupNorm`` as ``GroupNorm64`` and, with ``subpixel``, each
+    transposed convolution that has one as its ``SubPixelConvTranspose`` (the same functions)."""
     for name, child in list(module.named_children()):
         if type(child) is nn.GroupNorm:
             setattr(module, name, GroupNorm64(child))
+        elif subpixel and isinstance(child, nn.ConvTranspose2d) and subpixel_padding(child) is not None:
+            setattr(module, name, SubPixelConvTranspose(child))
         else:
-            _exportable(child)
+            _exportable(child, subpixel)
     return module
 
 
@@ -79,9 +149,10 @@ def graphs_of(model) -> dict:
     return out
 
 
-def export_graph(module: nn.Module, channels: int, side: int) -> bytes:
-    """The ONNX graph of ``module`` on (1, channels, H, W) float32, H and W dynamic."""
-    module = _exportable(copy.deepcopy(module).eval())
+def export_graph(module: nn.Module, channels: int, side: int, subpixel: bool = False) -> bytes:
+    """The ONNX graph of ``module`` on (1, channels, H, W) float32, H and W dynamic (``subpixel``:
+    the transposed convolutions as phase convolutions)."""
+    module = _exportable(copy.deepcopy(module).eval(), subpixel)
     x = torch.rand(1, channels, side, side + 2)
     buf = io.BytesIO()
     with torch.no_grad():
@@ -91,7 +162,7 @@ def export_graph(module: nn.Module, channels: int, side: int) -> bytes:
     return buf.getvalue()
 
 
-def export_entry(store: Store, entry: dict) -> dict:
+def export_entry(store: Store, entry: dict, subpixel: bool = False) -> dict:
     """Write the graphs of one manifest entry; the ``onnx`` record to add to it."""
     loaded = load_checkpoint_file(Path(store.checkpoints) / entry["file"], expected_sha256=entry["sha256"])
     model = loaded.model.eval().requires_grad_(False)
@@ -99,21 +170,21 @@ def export_entry(store: Store, entry: dict) -> dict:
     folder.mkdir(exist_ok=True)
     graphs = {}
     for name, (module, channels, side) in graphs_of(model).items():
-        data = export_graph(module, channels, side)
+        data = export_graph(module, channels, side, subpixel)
         file = graph_file(entry["file"], name)
         write_bytes_atomic(folder / file, data, force=True)
         graphs[name] = {"file": file, "sha256": hashlib.sha256(data).hexdigest()}
     return {"checkpoint_sha256": entry["sha256"], "opset": OPSET, "footprint": model.footprint, "graphs": graphs}
 
 
-def export(store: Store, models: list[str] | None = None, log=print) -> list[str]:
+def export(store: Store, models: list[str] | None = None, log=print, subpixel: bool = False) -> list[str]:
     """Export the graphs of every entry (of ``models`` where given) and record them in the manifest."""
     path = Path(store.checkpoints) / MANIFEST_NAME
     records = {}
     for entry in store.read_manifest():
         if models and entry["model"] not in models:
             continue
-        records[(entry["file"], entry["sha256"])] = export_entry(store, entry)
+        records[(entry["file"], entry["sha256"])] = export_entry(store, entry, subpixel)
         log(f"{entry['file']}: {', '.join(records[(entry['file'], entry['sha256'])]['graphs'])}")
     # Re-read the manifest just before writing: only the onnx records of the exported entries change.
     data = json.loads(path.read_text(encoding="utf-8"))
