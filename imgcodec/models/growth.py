@@ -141,7 +141,9 @@ def reopen_latent(model: CodecModel, first: int, seed: int = 0) -> None:
     at zero) the other way round from :meth:`CodecModel.grow_latent`: ``g_a``'s rows for them
     random, at the mean norm of the other rows, so that their rounded values are nonzero from the
     first step; ``g_s``'s columns for them, and the hyperprior's and the context's inputs from
-    them, zero, so that nothing reads them until training makes them worth reading.  The image is
+    them, zero, so that nothing reads them until training makes them worth reading; their scales
+    the hyperprior's for old channels (its last rows copied), so that their values cost what an old
+    channel's do rather than bits at the smallest scale.  The image is
     reconstructed as before but for those readers' trained weights; the new values cost bits,
     which the trainer's ``--latent-warmup`` lets in gradually.  Hyperprior family only."""
     M = model.config.M
@@ -154,6 +156,11 @@ def reopen_latent(model: CodecModel, first: int, seed: int = 0) -> None:
     last.weight[first:] = rows * (norms / rows.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
     if last.bias is not None:
         last.bias[first:] = 0
+    # their scale follows ẑ as an old channel's does (the hyperprior's last rows copied, k from k mod first)
+    scales = model.h_s[len(model.h_s) - 2]
+    like = torch.arange(first, M) % first
+    scales.weight[first:] = scales.weight[like]
+    scales.bias[first:] = scales.bias[like]
     reader = model.g_s[0]
     (reader.weight[first:] if isinstance(reader, nn.ConvTranspose2d) else reader.weight[:, first:]).zero_()
     kept = torch.zeros(model.h_a[0].weight.shape[1], dtype=torch.bool)
