@@ -196,22 +196,10 @@ def test_golden_files_cross_runtimes(key, model, quality, lights):
     assert_cross(light.encode(golden_input(), quality=quality, model=model, store=lights), lights)
 
 
-# factorized-gn misses the bound on a photo through the torch runtime's GroupNorm, not the graph's.
-# The torch runtime runs g_s channels-last (codec/fastpath.run), where torch's CPU GroupNorm kernel
-# (GroupNormKernelImplChannelsLastInternal, H·W ≥ 1024) sums x and x² of each channel position by
-# position into one float32 running sum per thread (up to 98 304 terms) and takes E[x²] − E[x]²:
-# statistics off by about 1e-5 relative, and different for each thread count.  On kodim23 the torch
-# decode is off the float64 g_s in 0.57 % of the values with one thread and 0.16 % with two (the two
-# differ from each other in 0.41 %); torch's contiguous kernel (cascaded moments) in 0.0014 %, and the
-# ONNX graph (statistics in float64, GroupNorm64) in 0.0003 %.  The golden file, smaller, is within it.
-_GN_REASON = ("factorized-gn: the torch runtime's channels-last GroupNorm sums its statistics in float32 "
-              "position by position (thread-count dependent): 0.16 % of kodim23's values off by 1 at 2 threads")
-PHOTO_POINTS = [pytest.param(*p, marks=pytest.mark.xfail(reason=_GN_REASON)) if p[1] == "factorized-gn" else p
-                for p in POINTS]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key,model,quality", PHOTO_POINTS, ids=[p[0] for p in POINTS])
+@pytest.mark.parametrize("key,model,quality", POINTS, ids=[p[0] for p in POINTS])
 def test_a_photo_crosses_runtimes(key, model, quality, kodak_dir, lights):
     """A Kodak photo per model, written by each runtime, decodes in the other."""
     rgb = np.asarray(Image.open(kodak_dir / "kodim23.png").convert("RGB"))
