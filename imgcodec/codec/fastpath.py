@@ -74,7 +74,7 @@ def _layers(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         elif isinstance(m, nn.GroupNorm):
             # channels-last, torch sums a group's statistics in float32 position by position into
             # one running sum per thread (off the float64 statistics by ~1e-5, differently for each
-            # thread count); NCHW, by cascaded moments: what the ONNX graph computes, within 1e-8
+            # thread count); on NCHW by cascaded moments, whose pixels agree with the ONNX graph's
             x = fast_layout(m(x.contiguous()))
         else:
             x = m(x)
