@@ -376,7 +376,8 @@ def models():
 @click.option("--downscale", type=float, help="Draw crops at a random scale in [DOWNSCALE, 1] (1: none).")
 @click.option("--latent-warmup", metavar="FROM:STEPS",
               help="The rate of latent channels FROM.. (e.g. the ones a growth along M added) enters the loss "
-                   "with a weight rising from 0 to 1 over the run's first STEPS steps.")
+                   "with a weight rising from 0 to 1 over the run's first STEPS steps; with --init, those "
+                   "channels are first reopened (random analysis rows that nothing reads yet).")
 @click.option("--ship", is_flag=True, help="Copy the final weights into checkpoints/ and the manifest.")
 def train(**kw):
     """Train one rate point (also under `torchrun --nproc_per_node=N`). Options not given take the

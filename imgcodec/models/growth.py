@@ -143,13 +143,13 @@ def reopen_latent(model: CodecModel, first: int, seed: int = 0) -> None:
     first step; ``g_s``'s columns for them, and the hyperprior's and the context's inputs from
     them, zero, so that nothing reads them until training makes them worth reading; their scales
     the hyperprior's for old channels (its last rows copied), so that their values cost what an old
-    channel's do rather than bits at the smallest scale.  The image is
-    reconstructed as before but for those readers' trained weights; the new values cost bits,
-    which the trainer's ``--latent-warmup`` lets in gradually.  Hyperprior family only."""
+    channel's do rather than bits at the smallest scale.  The image is reconstructed as before but
+    for those readers' trained weights; the new values cost bits, which the trainer's
+    ``--latent-warmup`` lets in gradually.  Hyperprior family only."""
     M = model.config.M
     if not 0 < first < M or not hasattr(model, "hyper_inputs"):
         raise ModelError(f"model {model.config.name!r} has no latent channels {first}..{M - 1} to reopen "
-                         "(M={M}; the hyperprior family only)")
+                         f"(M={M}; the hyperprior family only)")
     last = model.g_a[len(model.g_a) - 1]
     rows = torch.rand(last.weight[first:].shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     norms = last.weight[:first].flatten(1).norm(dim=1).mean()
