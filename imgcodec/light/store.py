@@ -39,26 +39,26 @@ class LightStore:
     store: Store
     threads: int | None = field(default_factory=env_threads)
 
-    def _entry(self, model: str | None, quality):
+    def _resolve(self, model: str | None, quality) -> tuple[LightWeights, tuple, int | float]:
+        """The verified weights of (model, quality), the key of its entry and graphs, and the
+        normalized quality."""
         entry, quality = self.store.shipped_entry(model, quality)
         record = onnx_record(entry)
-        return entry, record, (entry["file"], entry["sha256"], record), quality
+        key = (entry["file"], entry["sha256"], record)
+        weights = self.store.hold(("light weights",) + key, lambda: read_entry(self.store.checkpoints, entry, record))
+        return weights, key, quality
 
     def weights(self, model: str | None, quality) -> tuple[LightWeights, int | float]:
         """The verified weights and graphs of (model, quality) (``Store.load_shipped``'s rule: one
         checkpoint for every quality of a continuous-rate model) and the normalized quality.  A
         ``ModelError`` where the entry records no graphs, or graphs exported from other weights."""
-        entry, record, key, quality = self._entry(model, quality)
-        return self._weights(entry, record, key), quality
-
-    def _weights(self, entry: dict, record: tuple, key: tuple) -> LightWeights:
-        return self.store.hold(("light weights",) + key, lambda: read_entry(self.store.checkpoints, entry, record))
+        weights, _, quality = self._resolve(model, quality)
+        return weights, quality
 
     def load(self, model: str | None, quality) -> tuple[LightModel, int | float]:
         """The model of (model, quality) and the normalized quality: a new model, the caller's,
         unless this loader's store is a ``CachedStore``, which keeps it for its owner."""
-        entry, record, key, quality = self._entry(model, quality)
-        weights = self._weights(entry, record, key)
+        weights, key, quality = self._resolve(model, quality)
         return self.store.hold(("light model", self.threads) + key, lambda: build(weights, self.threads)), quality
 
     def cached(self) -> "LightStore":
