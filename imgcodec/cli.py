@@ -374,10 +374,11 @@ def models():
 @click.option("--quantization", type=click.Choice(Quantization.values()),
               help="noise: additive uniform noise; mixed: noise in the rate, rounded latents into g_s.")
 @click.option("--downscale", type=float, help="Draw crops at a random scale in [DOWNSCALE, 1] (1: none).")
-@click.option("--latent-warmup", metavar="FROM:STEPS",
+@click.option("--latent-warmup", metavar="FROM:[HOLD:]RAMP",
               help="The rate of latent channels FROM.. (e.g. the ones a growth along M added) enters the loss "
-                   "with a weight rising from 0 to 1 over the run's first STEPS steps; with --init, those "
-                   "channels are first reopened (random analysis rows that nothing reads yet).")
+                   "with weight 0 for the run's first HOLD steps (default 0), then rising to 1 over RAMP "
+                   "steps; with --init, those channels are first reopened (random analysis rows that "
+                   "nothing reads yet).")
 @click.option("--ship", is_flag=True, help="Copy the final weights into checkpoints/ and the manifest.")
 def train(**kw):
     """Train one rate point (also under `torchrun --nproc_per_node=N`). Options not given take the
@@ -610,7 +611,8 @@ def ablation(**kw):
 @click.option("--reps", type=int, default=3, show_default=True, help="Timed repetitions (medians) after one warm-up.")
 @click.option("--threads", type=int, help="Torch threads (default: torch's, all cores).")
 @click.option("--sections", multiple=True,
-              help="Some of: peer, split, flops, techniques, cli, scaling, models, train (default: all).")
+              help="Some of: peer, split, flops, techniques, cli, scaling, models, train, runtimes, kernels "
+                   "(default: all).")
 @click.option("--scaling-mp", help="Image sizes of the scaling section in megapixels, e.g. 0.1,1,4 (default: 0.1 … 24).")
 @click.option("--cli-images", type=int, default=24, show_default=True,
               help="Images in the one-call command-line timing (0: time --help only).")

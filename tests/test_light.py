@@ -279,3 +279,27 @@ def test_the_bench_times_both_runtimes():
     assert set(res["models"]) == shipped
     assert all(v > 0 for times in res["models"].values() for v in times.values())
     assert "onnx encode s" in lines[0]
+
+
+def test_the_bench_times_each_synthesis_deconvolution_in_both_runtimes():
+    """Every distinct stride-2 transposed convolution of the shipped synthesis transforms, once,
+    at the input the image's latent gives it; ONNX Runtime's two forms compute torch's output."""
+    from torch import nn
+
+    from imgcodec.studies import bench
+
+    home = store.default_store()
+    rgb = (np.random.default_rng(6).random((40, 72, 3)) * 255).astype(np.uint8)  # latent 3 × 5
+    lines: list[str] = []
+    res = bench.kernels_section([("noise", rgb)], reps=1, warmup=0, log=lines.append)
+    expected = set()
+    for n in home.configs():
+        if home.shipped_qualities(n):
+            deconvs = [m for m in home.load_shipped(n).model.g_s.modules() if isinstance(m, nn.ConvTranspose2d)]
+            expected |= {(m.in_channels, m.out_channels, 3 * 2**i, 5 * 2**i) for i, m in enumerate(deconvs)}
+    assert {(r["in"], r["out"], *r["input"]) for r in res["layers"]} == expected
+    assert len(res["layers"]) == len(expected)
+    for r in res["layers"]:
+        assert set(r["seconds"]) == {"torch", "onnx ConvTranspose", "onnx phase Conv"}
+        assert r["max_abs_diff"] < 1e-3 and r["gflop"] > 0
+    assert "ConvTranspose ms" in lines[0] and len(lines[0].splitlines()) == 2 + len(expected)

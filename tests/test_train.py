@@ -490,13 +490,16 @@ def test_bad_recipe_options(home, images, tmp_path):
 
 def test_latent_warmup_is_checked_and_ramps(home, images, tmp_path):
     o = opts(home, images, tmp_path / "r", latent_warmup="16:10").resolve()
-    assert o.latent_warmup == (16, 10) and o.to_json()["latent_warmup"] == [16, 10]
+    assert o.latent_warmup == (16, 0, 10) and o.to_json()["latent_warmup"] == [16, 0, 10]
     assert [o.latent_rate_weight(s) for s in (0, 5, 9, 10, 500)] == [0.0, 0.5, 0.9, None, None]
+    held = opts(home, images, tmp_path / "r", latent_warmup="16:4:10").resolve()
+    assert held.latent_warmup == (16, 4, 10)
+    assert [held.latent_rate_weight(s) for s in (0, 3, 4, 9, 13, 14, 500)] == [0.0, 0.0, 0.0, 0.5, 0.9, None, None]
     assert opts(home, images, tmp_path / "r").resolve().latent_rate_weight(0) is None
-    for bad in ("16", "16:0", "x:10", "0:10", "-1:5"):
-        with pytest.raises(CodecError, match="--latent-warmup must be FROM:STEPS"):
+    for bad in ("16", "16:0", "x:10", "0:10", "-1:5", "16:-1:10", "16:4:0", "16:1:2:3"):
+        with pytest.raises(CodecError, match="--latent-warmup must be FROM:RAMP or FROM:HOLD:RAMP"):
             opts(home, images, tmp_path / "r", latent_warmup=bad)
-    with pytest.raises(CodecError, match=r"--latent-warmup 24:10: the first warmed channel must lie in 1\.\.23"):
+    with pytest.raises(CodecError, match=r"--latent-warmup 24:0:10: the first warmed channel must lie in 1\.\.23"):
         opts(home, images, tmp_path / "r", latent_warmup="24:10").resolve()
 
 

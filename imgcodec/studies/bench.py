@@ -27,6 +27,12 @@ Sections (``--sections``, all by default):
   a missing input with ``--runtime torch`` and ``--runtime onnx``, and — where
   ``$IMGCODEC_LIGHT_VENV`` names a virtual environment with the light install (``pip install .``,
   no torch) — that environment's size and its own ``imgcodec``'s wall times.
+* ``kernels``: each distinct stride-2 transposed convolution of the shipped synthesis transforms, at
+  the size it runs at for the largest image, alone: torch's (oneDNN, channels-last, as the torch
+  runtime runs it), ONNX Runtime's ``ConvTranspose`` (as the shipped graphs run it) and ONNX
+  Runtime's convolution on the same layer in its phase form (``export.SubPixelConvTranspose``),
+  alternated; achieved GFLOP/s and each ONNX form against torch, after checking that all three
+  compute the same output.
 
 Timings are medians; with other work on the machine only the ratios measured in one run mean much.
 Each section imports torch, the codec and its peers inside its own function (deferred on purpose):
@@ -49,7 +55,7 @@ from typing import Callable
 
 import numpy as np
 
-SECTIONS = ("peer", "split", "flops", "techniques", "cli", "scaling", "models", "train", "runtimes")
+SECTIONS = ("peer", "split", "flops", "techniques", "cli", "scaling", "models", "train", "runtimes", "kernels")
 DEFAULT_SCALING_MP = (0.1, 0.5, 1, 2, 4, 8, 16, 24)
 
 
@@ -849,6 +855,75 @@ def runtimes_section(images, paths: list[Path], reps: int, warmup: int, log, clo
     return res
 
 
+def _deconv_layers(home) -> dict[tuple, tuple]:
+    """``{(in, out, kernel, stride, padding, output padding): (layer, input scale)}`` over the
+    synthesis transforms of every shipped model (default quality): each distinct stride-2
+    transposed convolution once, with the factor between the latent's side and its input's."""
+    from torch import nn
+
+    layers = {}
+    for name in sorted(n for n in home.configs() if home.shipped_qualities(n)):
+        scale = 1
+        for m in home.load_shipped(name).model.g_s.modules():
+            if isinstance(m, nn.ConvTranspose2d) and m.stride[0] >= 2:
+                key = (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0], m.output_padding[0])
+                layers.setdefault(key + (scale,), (m, scale))
+                scale *= m.stride[0]
+    return layers
+
+
+def kernels_section(images, reps: int, warmup: int, log, clock: str = "wall") -> dict:
+    """Each distinct transposed convolution of the shipped synthesis transforms at the size the
+    largest image gives it: torch against ONNX Runtime's two forms of it, one layer at a time."""
+    import copy
+
+    import onnxruntime as ort
+    import torch
+
+    from ..light.export import SubPixelConvTranspose, export_graph, subpixel_padding
+    from ..light.models import open_session
+    from ..models import store
+
+    big = max(images, key=lambda im: im[1].shape[0] * im[1].shape[1])[1]
+    latent = (-(-big.shape[0] // 16), -(-big.shape[1] // 16))
+    res: dict = {"threads": torch.get_num_threads(), "onnxruntime": ort.__version__, "layers": []}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (key, (layer, scale)) in enumerate(_deconv_layers(store.default_store()).items()):
+            cin, cout, k, s = key[:4]
+            h, w = latent[0] * scale, latent[1] * scale
+            x = torch.rand(1, cin, h, w, generator=torch.Generator().manual_seed(i))
+            layer = copy.deepcopy(layer).eval()
+            forms = {"onnx ConvTranspose": layer}
+            if subpixel_padding(layer) is not None:
+                forms["onnx phase Conv"] = SubPixelConvTranspose(layer)
+            sessions = {}
+            for label, module in forms.items():
+                path = Path(tmp) / f"{i}-{len(sessions)}.onnx"
+                path.write_bytes(export_graph(module, cin, 4))
+                sessions[label] = open_session(path, torch.get_num_threads())
+            xs, xcl = x.numpy(), x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                ref = layer(xcl).numpy()
+                fns = {"torch": lambda: layer(xcl)}
+                fns.update({label: (lambda sess=sess: sess.run(None, {"x": xs})) for label, sess in sessions.items()})
+                diff = max(float(np.abs(sess.run(None, {"x": xs})[0] - ref).max()) for sess in sessions.values())
+                t = _alternate(fns, reps, warmup)
+            flop = 2.0 * cin * cout * k * k * h * w
+            r = {"in": cin, "out": cout, "kernel": k, "stride": s, "input": [h, w], "gflop": flop / 1e9,
+                 "max_abs_diff": diff, "seconds": {n: v[clock] for n, v in t.items()}}
+            res["layers"].append(r)
+            row = [f"{cin}→{cout} {k}×{k}/{s}", f"{h}×{w}", flop / 1e9, r["seconds"]["torch"] * 1e3,
+                   flop / 1e9 / r["seconds"]["torch"]]
+            for label in ("onnx ConvTranspose", "onnx phase Conv"):
+                sec = r["seconds"].get(label)
+                row += [sec * 1e3, sec / r["seconds"]["torch"]] if sec else ["", ""]
+            rows.append(row)
+    log(_table(["layer", "input", "GFLOP", "torch ms", "torch GFLOP/s", "ConvTranspose ms", "/ torch",
+                "phase Conv ms", "/ torch"], rows))
+    return res
+
+
 def train_section(data: Path, model: str | None, steps: int, threads: int | None, log, clock: str = "wall") -> dict:
     """Training steps and crops per second of ``imgcodec.train`` at the recipe's patch and batch,
     in fp32 and in bf16 (autocast, channels-last; emulated where the CPU lacks AMX and
@@ -957,6 +1032,9 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
     if "runtimes" in opts.sections:
         log("\n## the torch and the ONNX runtime")
         res["runtimes"] = runtimes_section(images, paths, opts.reps, opts.warmup, log, clock)
+    if "kernels" in opts.sections:
+        log("\n## the synthesis' transposed convolutions, torch against ONNX Runtime")
+        res["kernels"] = kernels_section(images, opts.reps, opts.warmup, log, clock)
     return res
 
 

@@ -78,18 +78,20 @@ def _option(check=None, be: str = "", choice: type[Choice] | None = None, defaul
     return field(default=default, metadata={"check": check, "be": be, "choice": choice})
 
 
-def _warmup(value) -> tuple[int, int] | None:
-    """``"FROM:STEPS"`` (the command line) or a pair → ``(FROM, STEPS)``, both positive."""
+def _warmup(value) -> tuple[int, int, int] | None:
+    """``"FROM:RAMP"`` or ``"FROM:HOLD:RAMP"`` (the command line), or such a tuple → ``(FROM, HOLD,
+    RAMP)``: FROM and RAMP positive, HOLD (default 0) not negative."""
     if value is None:
         return None
     try:
-        first, steps = (value.split(":") if isinstance(value, str) else value)
-        pair = int(first), int(steps)
+        parts = [int(v) for v in (value.split(":") if isinstance(value, str) else value)]
+        first, hold, ramp = parts if len(parts) == 3 else (parts[0], 0, parts[1]) if len(parts) == 2 else (0, 0, 0)
     except (TypeError, ValueError):
-        pair = None
-    if pair is None or min(pair) < 1:
-        raise CodecError(f"--latent-warmup must be FROM:STEPS, two positive integers (e.g. 96:1500), not {value!r}")
-    return pair
+        first = hold = ramp = 0
+    if min(first, ramp) < 1 or hold < 0:
+        raise CodecError("--latent-warmup must be FROM:RAMP or FROM:HOLD:RAMP, positive integers (HOLD may be 0; "
+                         f"e.g. 96:1500 or 96:1500:1500), not {value!r}")
+    return first, hold, ramp
 
 
 def _paths(value) -> tuple[Path, ...]:
@@ -186,7 +188,7 @@ class TrainOptions:
             raise CodecError("give --steps or --minutes")
         lmbda = None if every_level else self.lmbda if self.lmbda is not None else config.lmbda(self.quality)
         if self.latent_warmup is not None and not 0 < self.latent_warmup[0] < config.M:
-            raise CodecError(f"--latent-warmup {self.latent_warmup[0]}:{self.latent_warmup[1]}: the first warmed "
+            raise CodecError(f"--latent-warmup {':'.join(map(str, self.latent_warmup))}: the first warmed "
                              f"channel must lie in 1..{config.M - 1} (model {config.name!r} has M={config.M})")
         optimizer = Optimizer.parse(self.optimizer or recipe.optimizer)
 
@@ -231,10 +233,14 @@ class TrainOptions:
         """The weight of the warmed latent channels' rate at ``step`` (``None``: no warm-up, or it is
         over).  Channels that carry no symbol sit at a stationary point of the R-D loss — any value
         they would take costs bits at the smallest scale before it pays in distortion — which the
-        warm-up lifts: free at step 0, at full price after STEPS steps."""
-        if self.latent_warmup is None or step >= self.latent_warmup[1]:
+        warm-up lifts: free for the first HOLD steps, then rising linearly to full price over RAMP
+        steps."""
+        if self.latent_warmup is None:
             return None
-        return step / self.latent_warmup[1]
+        _, hold, ramp = self.latent_warmup
+        if step >= hold + ramp:
+            return None
+        return max(0, step - hold) / ramp
 
     def step_target(self, step: int, rank: int) -> tuple[float | None, float]:
         """``(quality, λ)`` of one step; a continuous model's level is drawn from (seed, step, rank)
