@@ -245,3 +245,30 @@ def test_init_from_widens_grows_the_latent_and_extends_the_ladder_at_once():
         grown_size, grown_pixels = code_array(target, rgb, quality=q)
         assert size <= grown_size <= size + 4
         assert np.abs(grown_pixels.astype(int) - pixels).max() <= 1  # g_a/g_s widened: float rounding
+
+
+def test_latent_usage_script_sees_grown_channels_closed_and_reopened_ones_open(tmp_path):
+    """``scripts/latent_usage.py`` on a checkpoint: a growth along M leaves the new channels without
+    a nonzero value and the image the same without them; reopened, they hold nonzero values."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, SAMPLE
+
+    source = with_means(build_model(tiny("checkerboard")))
+    grown = grow(source, 20)
+    lines = {}
+    for name, model in (("grown", grown), ("reopened", grown)):
+        if name == "reopened":
+            reopen_latent(model, 12)
+        model.eval().update(force=True)
+        path = tmp_path / f"{name}.safetensors"
+        store.save_checkpoint(model, path)
+        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "latent_usage.py"), str(path), "--from", "12",
+                            "--image", str(SAMPLE), "--crop", "64", "-q", "3"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert r.returncode == 0, r.stderr
+        lines[name] = [c.strip() for c in r.stdout.strip().splitlines()[-1].strip("|").split("|")]
+    q, _, grown_nonzero, _, _, full, cut = lines["grown"]
+    assert q == "3" and float(grown_nonzero) == 0 and full == cut
+    assert float(lines["reopened"][2]) > 0.1
