@@ -1,6 +1,6 @@
 """Whether a model's latent channels FROM.. (the ones a growth along M added) carry anything: on one
-crop of an image, per quality, the share of nonzero values of ``round(y·gain)`` and the mean |y| in
-the channels before FROM and from FROM on, the PSNR of ``g_s`` on the rounded latent and with
+crop of an image, per quality, the share of nonzero values of ``round(y·gain)`` and the mean
+|y·gain| in the channels before FROM and from FROM on, the PSNR of ``g_s`` on the rounded latent and with
 channels FROM.. set to zero, and the norms of ``g_s``'s columns that read each group.
 
     python scripts/latent_usage.py runs/wide/state.safetensors --from 96
@@ -64,17 +64,18 @@ def main() -> None:
     cols = reader.flatten(1).norm(dim=1)
     print(f"{args.file}: channels 0..{first - 1} and {first}..{M - 1}, {args.image.name} {rgb.shape[1]}×{rgb.shape[0]}")
     print(f"g_s column norm (mean): {float(cols[:first].mean()):.4f} and {float(cols[first:].mean()):.4f}")
-    print("| quality | nonzero, old | nonzero, grown | mean abs y, old | grown | PSNR | PSNR, grown zeroed |")
+    print("| quality | nonzero, old | nonzero, grown | mean abs y·gain, old | grown | PSNR | PSNR, grown zeroed |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for q in qualities:
         point = model.rate_point(q)
-        q_y = torch.round(y * point.gain)
+        scaled = y * point.gain
+        q_y = torch.round(scaled)
         nonzero = (q_y != 0).float().mean(dim=(0, 2, 3))
         y_hat = q_y * point.inverse
         cut = y_hat.clone()
         cut[:, first:] = 0
         print(f"| {q:g} | {float(nonzero[:first].mean()):.3f} | {float(nonzero[first:].mean()):.3f} "
-              f"| {float(y[:, :first].abs().mean()):.3f} | {float(y[:, first:].abs().mean()):.3f} "
+              f"| {float(scaled[:, :first].abs().mean()):.3f} | {float(scaled[:, first:].abs().mean()):.3f} "
               f"| {psnr(model.g_s(y_hat), x):.2f} | {psnr(model.g_s(cut), x):.2f} |")
 
 
