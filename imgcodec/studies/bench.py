@@ -855,10 +855,11 @@ def runtimes_section(images, paths: list[Path], reps: int, warmup: int, log, clo
     return res
 
 
-def _deconv_layers(home) -> dict[tuple, tuple]:
-    """``{(in, out, kernel, stride, padding, output padding): (layer, input scale)}`` over the
+def _deconv_layers(home) -> dict[tuple, object]:
+    """``{(in, out, kernel, stride, padding, output padding, input scale): layer}`` over the
     synthesis transforms of every shipped model (default quality): each distinct stride-2
-    transposed convolution once, with the factor between the latent's side and its input's."""
+    transposed convolution once, where input scale is the factor between the latent's side and
+    the layer's input's."""
     from torch import nn
 
     layers = {}
@@ -867,7 +868,7 @@ def _deconv_layers(home) -> dict[tuple, tuple]:
         for m in home.load_shipped(name).model.g_s.modules():
             if isinstance(m, nn.ConvTranspose2d) and m.stride[0] >= 2:
                 key = (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0], m.output_padding[0])
-                layers.setdefault(key + (scale,), (m, scale))
+                layers.setdefault(key + (scale,), m)
                 scale *= m.stride[0]
     return layers
 
@@ -889,8 +890,8 @@ def kernels_section(images, reps: int, warmup: int, log, clock: str = "wall") ->
     res: dict = {"threads": torch.get_num_threads(), "onnxruntime": ort.__version__, "layers": []}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (key, (layer, scale)) in enumerate(_deconv_layers(store.default_store()).items()):
-            cin, cout, k, s = key[:4]
+        for i, (key, layer) in enumerate(_deconv_layers(store.default_store()).items()):
+            cin, cout, k, s, scale = *key[:4], key[-1]
             h, w = latent[0] * scale, latent[1] * scale
             x = torch.rand(1, cin, h, w, generator=torch.Generator().manual_seed(i))
             layer = copy.deepcopy(layer).eval()
