@@ -22,6 +22,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from imgcodec.eval.evaluate import psnr
 from imgcodec.models import store
 from imgcodec.models.registry import build_model
 
@@ -38,8 +39,9 @@ def load_any(path: Path):
     return model
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10(((a.clamp(0, 1) * 255).round() / 255 - b).pow(2).mean()))
+def pixels(x_hat: torch.Tensor) -> np.ndarray:
+    """The 8-bit image of a synthesis output, as the codec writes it."""
+    return (x_hat[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
 @torch.no_grad()
@@ -76,7 +78,7 @@ def main() -> None:
         cut[:, first:] = 0
         print(f"| {q:g} | {float(nonzero[:first].mean()):.3f} | {float(nonzero[first:].mean()):.3f} "
               f"| {float(scaled[:, :first].abs().mean()):.3f} | {float(scaled[:, first:].abs().mean()):.3f} "
-              f"| {psnr(model.g_s(y_hat), x):.2f} | {psnr(model.g_s(cut), x):.2f} |")
+              f"| {psnr(pixels(model.g_s(y_hat)), rgb):.2f} | {psnr(pixels(model.g_s(cut)), rgb):.2f} |")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def blas_threads(n: int) -> bool:
 
 
 def open_session(path, threads: int | None = None):
-    """A new ``onnxruntime.InferenceSession`` of a verified graph file, with ``threads`` intra-op
+    """A new ``onnxruntime.InferenceSession`` of a verified graph file (or a graph's bytes), with ``threads`` intra-op
     threads (``None``: ONNX Runtime's default).  A thread count also limits the OpenBLAS that numpy
     uses for the fixed-point products (``blas_threads``), which is one per process: the last
     session made with a count sets it."""
@@ -60,7 +60,8 @@ def open_session(path, threads: int | None = None):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    graph = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def check_codable(t: np.ndarray) -> None:

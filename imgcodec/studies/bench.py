@@ -889,37 +889,33 @@ def kernels_section(images, reps: int, warmup: int, log, clock: str = "wall") ->
     latent = (-(-big.shape[0] // 16), -(-big.shape[1] // 16))
     res: dict = {"threads": torch.get_num_threads(), "onnxruntime": ort.__version__, "layers": []}
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (key, layer) in enumerate(_deconv_layers(store.default_store()).items()):
-            cin, cout, k, s, scale = *key[:4], key[-1]
-            h, w = latent[0] * scale, latent[1] * scale
-            x = torch.rand(1, cin, h, w, generator=torch.Generator().manual_seed(i))
-            layer = copy.deepcopy(layer).eval()
-            forms = {"onnx ConvTranspose": layer}
-            if subpixel_padding(layer) is not None:
-                forms["onnx phase Conv"] = SubPixelConvTranspose(layer)
-            sessions = {}
-            for label, module in forms.items():
-                path = Path(tmp) / f"{i}-{len(sessions)}.onnx"
-                path.write_bytes(export_graph(module, cin, 4))
-                sessions[label] = open_session(path, torch.get_num_threads())
-            xs, xcl = x.numpy(), x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                ref = layer(xcl).numpy()
-                fns = {"torch": lambda: layer(xcl)}
-                fns.update({label: (lambda sess=sess: sess.run(None, {"x": xs})) for label, sess in sessions.items()})
-                diff = max(float(np.abs(sess.run(None, {"x": xs})[0] - ref).max()) for sess in sessions.values())
-                t = _alternate(fns, reps, warmup)
-            flop = 2.0 * cin * cout * k * k * h * w
-            r = {"in": cin, "out": cout, "kernel": k, "stride": s, "input": [h, w], "gflop": flop / 1e9,
-                 "max_abs_diff": diff, "seconds": {n: v[clock] for n, v in t.items()}}
-            res["layers"].append(r)
-            row = [f"{cin}→{cout} {k}×{k}/{s}", f"{h}×{w}", flop / 1e9, r["seconds"]["torch"] * 1e3,
-                   flop / 1e9 / r["seconds"]["torch"]]
-            for label in ("onnx ConvTranspose", "onnx phase Conv"):
-                sec = r["seconds"].get(label)
-                row += [sec * 1e3, sec / r["seconds"]["torch"]] if sec else ["", ""]
-            rows.append(row)
+    for i, (key, layer) in enumerate(_deconv_layers(store.default_store()).items()):
+        cin, cout, k, s, scale = *key[:4], key[-1]
+        h, w = latent[0] * scale, latent[1] * scale
+        x = torch.rand(1, cin, h, w, generator=torch.Generator().manual_seed(i))
+        layer = copy.deepcopy(layer).eval()
+        forms = {"onnx ConvTranspose": layer}
+        if subpixel_padding(layer) is not None:
+            forms["onnx phase Conv"] = SubPixelConvTranspose(layer)
+        sessions = {label: open_session(export_graph(module, cin, 4), torch.get_num_threads())
+                    for label, module in forms.items()}
+        xs, xcl = x.numpy(), x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            ref = layer(xcl).numpy()
+            fns = {"torch": lambda: layer(xcl)}
+            fns.update({label: (lambda sess=sess: sess.run(None, {"x": xs})) for label, sess in sessions.items()})
+            diff = max(float(np.abs(sess.run(None, {"x": xs})[0] - ref).max()) for sess in sessions.values())
+            t = _alternate(fns, reps, warmup)
+        flop = 2.0 * cin * cout * k * k * h * w
+        r = {"in": cin, "out": cout, "kernel": k, "stride": s, "input": [h, w], "gflop": flop / 1e9,
+             "max_abs_diff": diff, "seconds": {n: v[clock] for n, v in t.items()}}
+        res["layers"].append(r)
+        row = [f"{cin}→{cout} {k}×{k}/{s}", f"{h}×{w}", flop / 1e9, r["seconds"]["torch"] * 1e3,
+               flop / 1e9 / r["seconds"]["torch"]]
+        for label in ("onnx ConvTranspose", "onnx phase Conv"):
+            sec = r["seconds"].get(label)
+            row += [sec * 1e3, sec / r["seconds"]["torch"]] if sec else ["", ""]
+        rows.append(row)
     log(_table(["layer", "input", "GFLOP", "torch ms", "torch GFLOP/s", "ConvTranspose ms", "/ torch",
                 "phase Conv ms", "/ torch"], rows))
     return res

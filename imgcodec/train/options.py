@@ -85,7 +85,9 @@ def _warmup(value) -> tuple[int, int, int] | None:
         return None
     try:
         parts = [int(v) for v in (value.split(":") if isinstance(value, str) else value)]
-        first, hold, ramp = parts if len(parts) == 3 else (parts[0], 0, parts[1]) if len(parts) == 2 else (0, 0, 0)
+        if len(parts) == 2:
+            parts.insert(1, 0)  # FROM:RAMP holds nothing
+        first, hold, ramp = parts
     except (TypeError, ValueError):
         first = hold = ramp = 0
     if min(first, ramp) < 1 or hold < 0:
