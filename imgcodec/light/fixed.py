@@ -2,8 +2,8 @@
 
 Numbers are integers held in float64 with ``HS_ACT_BITS`` fraction bits, weights with
 ``HS_WEIGHT_BITS`` (the biases both); every input is clamped so that no partial sum can reach
-2**53, so each output — a float64 matrix product of an im2col of the input and the weights — is the
-same exact integer whatever the order of the additions (BLAS, threads, CPU): the same numbers as the
+2**53, so each output — a sum of float64 matrix products, one per tap of the kernel — is the same
+exact integer whatever the order of the additions (BLAS, threads, CPU): the same numbers as the
 torch path's ``F.conv2d`` in float64 (``tests/test_light.py``).
 """
 
@@ -18,7 +18,6 @@ from ..errors import ModelError
 HS_ACT_BITS = 12  # as models/hyperprior.py (tests/test_light.py checks they agree)
 HS_WEIGHT_BITS = 16
 _EXACT = float(2**53)
-_BAND_BYTES = 64 << 20  # im2col in bands of output rows of about this size
 
 
 def layers(tensors: dict, prefix: str, kinds: tuple) -> list:
@@ -37,29 +36,38 @@ def layers(tensors: dict, prefix: str, kinds: tuple) -> list:
     return prepared(out)
 
 
-def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad_lo: int, pad_hi: int,
-          wm: np.ndarray | None = None) -> np.ndarray:
-    """``conv2d`` of ``x`` (C, H, W) with ``w`` (O, C, k, k), float64 matrix products by row bands
-    (``wm``: ``w`` as the (C·k·k, O) matrix, where the caller has it)."""
+def _conv(x: np.ndarray, taps: np.ndarray, b: np.ndarray, pad: int) -> np.ndarray:
+    """The stride-1 ``conv2d`` of ``x`` (C, H, W) with "same" padding ``pad``: (O, H, W).
+
+    ``taps`` (k·k, C, O) holds the weights tap by tap.  The padded input is one (rows × columns,
+    C) matrix; a tap's product is a contiguous slice of it times the tap's (C, O) weights, all
+    products of one output row land at the same offsets, and the columns that wrap into the next row
+    are dropped at the end.  No input is copied per tap, and every partial sum is an exact integer,
+    so the order of the additions cannot change the result."""
+    kk, c, o = taps.shape
+    k = math.isqrt(kk)
+    _, h, w = x.shape
+    wp = w + 2 * pad
+    xp = np.zeros((h + 2 * pad + 1, wp, c), np.float64)  # one spare row: the last tap's slice ends past the image
+    xp[pad:pad + h, pad:pad + w] = x.transpose(1, 2, 0)
+    flat = xp.reshape(-1, c)
+    n = h * wp
+    acc = np.empty((n, o), np.float64)
+    part = np.empty((n, o), np.float64)
+    for t in range(kk):
+        i, j = divmod(t, k)
+        start = i * wp + j
+        np.matmul(flat[start:start + n], taps[t], out=acc if t == 0 else part)
+        if t:
+            acc += part
+    acc += b
+    return acc.reshape(h, wp, o)[:, :w].transpose(2, 0, 1)
+
+
+def tap_matrices(w: np.ndarray) -> np.ndarray:
+    """(O, C, k, k) weights as (k·k, C, O): one (C, O) matrix per tap, row-major over the taps."""
     o, c, kh, kw = w.shape
-    if pad_lo or pad_hi:
-        x = np.pad(x, ((0, 0), (pad_lo, pad_hi), (pad_lo, pad_hi)))
-    ho = (x.shape[1] - kh) // stride + 1
-    wo = (x.shape[2] - kw) // stride + 1
-    if wm is None:
-        wm = w.reshape(o, -1).T
-    out = np.empty((ho * wo, o), np.float64)
-    if kh == kw == 1 and stride == 1:
-        np.matmul(x.reshape(c, -1).T, wm, out=out)
-    else:
-        rows = max(1, _BAND_BYTES // max(1, wo * c * kh * kw * 8))
-        win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
-        for r0 in range(0, ho, rows):
-            r1 = min(r0 + rows, ho)
-            cols = np.ascontiguousarray(win[:, r0:r1].transpose(1, 2, 0, 3, 4)).reshape((r1 - r0) * wo, -1)
-            np.matmul(cols, wm, out=out[r0 * wo : r1 * wo])
-    out += b
-    return out.T.reshape(o, ho, wo)
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kh * kw, c, o))
 
 
 # A 5×5 stride-2 transposed convolution (padding 2, output padding 1) is four 3×3 convolutions, one
@@ -89,15 +97,15 @@ def pixel_shuffle(x: np.ndarray) -> np.ndarray:
 
 
 class Layer:
-    """One fixed-point layer, prepared once: the integer weights (as the matrix the products take),
-    the integer bias and the clamp that keeps every partial sum exact."""
+    """One fixed-point layer, prepared once: the integer weights (with their tap matrices, as the
+    products take them), the integer bias and the clamp that keeps every partial sum exact."""
 
-    __slots__ = ("kind", "w", "b", "wm", "limit")
+    __slots__ = ("kind", "w", "b", "taps", "limit")
 
     def __init__(self, kind: str, w32: np.ndarray | None, b32: np.ndarray | None):
         self.kind = kind
         if kind == "relu":
-            self.w = self.b = self.wm = None
+            self.w = self.b = self.taps = None
             self.limit = None
             return
         w = np.round(w32.astype(np.float64) * 2.0**HS_WEIGHT_BITS)
@@ -110,7 +118,7 @@ class Layer:
         if kind == "deconv":  # 5×5, stride 2, padding 2, output padding 1: four phase convolutions
             w, b = phase_weights(w), np.repeat(b, 4)
         self.w, self.b = w, b
-        self.wm = np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
+        self.taps = tap_matrices(w)
 
 
 def prepared(layer_list) -> list:
@@ -126,13 +134,10 @@ def fixed_point(layer_list, x: np.ndarray) -> np.ndarray:
             np.maximum(x, 0, out=x)
             continue
         np.clip(x, -layer.limit, layer.limit, out=x)
+        acc = _conv(x, layer.taps, layer.b, layer.w.shape[-1] // 2)
         if layer.kind == "deconv":
-            acc = pixel_shuffle(_conv(x, layer.w, layer.b, 1, 1, 1, layer.wm))
-        else:
-            k = layer.w.shape[-1]
-            acc = _conv(x, layer.w, layer.b, 1, k // 2, k // 2, layer.wm)
-        acc *= 2.0**-HS_WEIGHT_BITS
-        x = np.round(acc, out=acc)
+            acc = pixel_shuffle(acc)
+        x = np.round(acc * 2.0**-HS_WEIGHT_BITS)
     return x
 
 
@@ -151,20 +156,18 @@ def fixed_point_at(layer_list, x: np.ndarray, where: np.ndarray, support: np.nda
         raise ValueError("fixed_point_at: a convolution first")
     o, c, kh, kw = first.w.shape
     ph, pw = kh // 2, kw // 2
-    x = np.clip(np.asarray(x, dtype=np.float64), -first.limit, first.limit)
-    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw)))
+    h, w = x.shape[1:]
+    xp = np.zeros((h + 2 * ph, w + 2 * pw, c), np.float64)
+    xp[ph:ph + h, pw:pw + w] = np.clip(np.asarray(x, dtype=np.float64), -first.limit, first.limit).transpose(1, 2, 0)
+    flat = xp.reshape(-1, c)
     sp = np.pad(np.asarray(support, bool), ((ph, ph), (pw, pw)))
     rows, cols = np.nonzero(where)
-    taps = [(i, j) for i in range(kh) for j in range(kw) if sp[rows + i, cols + j].any()]
-    if taps:
-        ti = np.array([t[0] for t in taps])
-        tj = np.array([t[1] for t in taps])
-        cols_ = xp[:, rows[:, None] + ti, cols[:, None] + tj]  # (C, K, T)
-        im = np.ascontiguousarray(cols_.transpose(1, 0, 2)).reshape(len(rows), -1)
-        wm = first.w[:, :, ti, tj].reshape(o, -1).T  # (C·T, O), the same (C, T) order
-        acc = im @ wm
-    else:
-        acc = np.zeros((len(rows), o))
+    acc = np.zeros((len(rows), o))
+    at = rows * xp.shape[1] + cols  # each position's top-left tap in ``flat``
+    for t in range(kh * kw):
+        i, j = divmod(t, kw)
+        if sp[rows + i, cols + j].any():
+            acc += flat[at + (i * xp.shape[1] + j)] @ first.taps[t]
     acc += first.b
     acc *= 2.0**-HS_WEIGHT_BITS
     return pointwise(rest, np.round(acc, out=acc).T)
@@ -180,7 +183,7 @@ def pointwise(layer_list, x: np.ndarray) -> np.ndarray:
             continue
         if layer.kind != "conv" or layer.w.shape[-1] != 1:
             raise ValueError("pointwise: 1×1 convolutions and ReLUs only")
-        acc = np.clip(x, -layer.limit, layer.limit).T @ layer.wm
+        acc = np.clip(x, -layer.limit, layer.limit).T @ layer.taps[0]
         acc += layer.b
         acc *= 2.0**-HS_WEIGHT_BITS
         x = np.round(acc, out=acc).T

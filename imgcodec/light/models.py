@@ -60,6 +60,8 @@ def open_session(path, threads: int | None = None):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle worker threads sleep instead of spinning: the numpy products that follow a run need the cores.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     graph = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
 
