@@ -29,7 +29,7 @@ from .config import ModelConfig
 
 CHECKPOINT_FORMAT = "imgcodec-checkpoint-1"
 MANIFEST_NAME = "manifest.json"
-DEFAULT_MODEL = "checkerboard-gdn"
+DEFAULT_MODEL = "checkerboard-gdn-wide"
 # Bounds a checkpoint's config must keep before anything is built from it.
 MAX_CHANNELS = 1024
 MAX_LEVELS = 255
