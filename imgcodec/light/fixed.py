@@ -97,28 +97,35 @@ def pixel_shuffle(x: np.ndarray) -> np.ndarray:
 
 
 class Layer:
-    """One fixed-point layer, prepared once: the integer weights (with their tap matrices, as the
-    products take them), the integer bias and the clamp that keeps every partial sum exact."""
+    """One fixed-point layer, prepared once: the integer weights as the products take them (one
+    (C, O) matrix per kernel tap), the integer bias, the kernel size and the clamp that keeps every
+    partial sum exact."""
 
-    __slots__ = ("kind", "w", "b", "taps", "limit")
+    __slots__ = ("kind", "taps", "b", "k", "limit")
 
     def __init__(self, kind: str, w32: np.ndarray | None, b32: np.ndarray | None):
         self.kind = kind
         if kind == "relu":
-            self.w = self.b = self.taps = None
-            self.limit = None
+            self.taps = self.b = self.k = self.limit = None
             return
-        w = np.round(w32.astype(np.float64) * 2.0**HS_WEIGHT_BITS)
         b = np.round(b32.astype(np.float64) * 2.0 ** (HS_ACT_BITS + HS_WEIGHT_BITS))
-        reach = float(np.abs(w).sum(axis=(0, 2, 3) if kind == "deconv" else (1, 2, 3)).max())
+        if kind == "deconv":  # 5×5, stride 2, padding 2, output padding 1: four 3×3 phase convolutions
+            w = np.round(w32.astype(np.float64) * 2.0**HS_WEIGHT_BITS)
+            reach = float(np.abs(w).sum(axis=(0, 2, 3)).max())
+            taps, b, self.k = tap_matrices(phase_weights(w)), np.repeat(b, 4), 3
+        else:  # the tap matrices straight from the float32 weights: one float64 array, rounded in place
+            o, c, kh, kw = w32.shape
+            taps = np.empty((kh * kw, c, o), np.float64)
+            np.multiply(w32.transpose(2, 3, 1, 0), 2.0**HS_WEIGHT_BITS, out=taps.reshape(kh, kw, c, o))
+            np.round(taps, out=taps)
+            # Σ|w| into each output, tap by tap: integers far below 2**53, so the same sum in any order
+            reach = float(sum(np.abs(t).sum(axis=0) for t in taps).max())
+            self.k = kh
         room = _EXACT - 1 - float(np.abs(b).max())
         if not (math.isfinite(reach) and room > 0):
             raise ModelError("the hyper-synthesis weights are out of range: broken weights?")
         self.limit = math.floor(room / max(reach, 1.0))
-        if kind == "deconv":  # 5×5, stride 2, padding 2, output padding 1: four phase convolutions
-            w, b = phase_weights(w), np.repeat(b, 4)
-        self.w, self.b = w, b
-        self.taps = tap_matrices(w)
+        self.taps, self.b = taps, b
 
 
 def prepared(layer_list) -> list:
@@ -134,7 +141,7 @@ def fixed_point(layer_list, x: np.ndarray) -> np.ndarray:
             np.maximum(x, 0, out=x)
             continue
         np.clip(x, -layer.limit, layer.limit, out=x)
-        acc = _conv(x, layer.taps, layer.b, layer.w.shape[-1] // 2)
+        acc = _conv(x, layer.taps, layer.b, layer.k // 2)
         if layer.kind == "deconv":
             acc = pixel_shuffle(acc)
         x = np.round(acc * 2.0**-HS_WEIGHT_BITS)
@@ -154,7 +161,8 @@ def fixed_point_at(layer_list, x: np.ndarray, where: np.ndarray, support: np.nda
     first, rest = layer_list[0], layer_list[1:]
     if first.kind != "conv":
         raise ValueError("fixed_point_at: a convolution first")
-    o, c, kh, kw = first.w.shape
+    _, c, o = first.taps.shape
+    kh = kw = first.k
     ph, pw = kh // 2, kw // 2
     h, w = x.shape[1:]
     xp = np.zeros((h + 2 * ph, w + 2 * pw, c), np.float64)
@@ -181,7 +189,7 @@ def pointwise(layer_list, x: np.ndarray) -> np.ndarray:
         if layer.kind == "relu":
             x = np.maximum(x, 0)
             continue
-        if layer.kind != "conv" or layer.w.shape[-1] != 1:
+        if layer.kind != "conv" or layer.k != 1:
             raise ValueError("pointwise: 1×1 convolutions and ReLUs only")
         acc = np.clip(x, -layer.limit, layer.limit).T @ layer.taps[0]
         acc += layer.b
