@@ -107,7 +107,7 @@ def test_the_fixed_point_constants_agree():
 
 
 def test_numpy_fixed_point_equals_the_torch_fixed_point():
-    """h_s, h_m, the context and the entropy parameters of the default model on random inputs of
+    """h_s, h_m, the context and the entropy parameters of `checkerboard-gdn` on random inputs of
     several sizes, odd ones included: the same integers."""
     m = store.default_store().load_shipped("checkerboard-gdn").model
     t = {k: v.detach().numpy() for k, v in m.state_dict().items()}
