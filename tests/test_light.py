@@ -182,8 +182,12 @@ def test_a_graph_of_other_weights_or_tampered_is_refused(tmp_path):
     LightStore(s).weights("factorized-gdn", 5)
     g = root / "checkpoints" / "onnx" / entry["onnx"]["graphs"]["g_s"]["file"]
     g.write_bytes(g.read_bytes() + b"\0")
-    with pytest.raises(ModelError, match="does not match"):  # a plain loader reads and verifies anew
-        LightStore(s).weights("factorized-gdn", 5)
+    weights, _ = LightStore(s).weights("factorized-gdn", 5)  # the checkpoint now; each graph when it runs
+    with pytest.raises(ModelError, match="does not match"):
+        weights.verify_graphs()
+    model, _ = LightStore(s).load("factorized-gdn", 5)
+    with pytest.raises(ModelError, match="does not match"):
+        model.g_s(np.zeros((1, model.config.M, 2, 2), np.float32))
 
 
 @pytest.mark.parametrize("key,model,quality", POINTS, ids=[p[0] for p in POINTS])

@@ -141,6 +141,35 @@ def test_pickle_swapped_in_for_a_shipped_checkpoint_is_refused(home):
     assert not marker.exists()
 
 
+def test_tampered_onnx_graph_is_refused_and_only_the_graphs_run_are_read(home):
+    """The onnx runtime checks each graph against the manifest when it makes a session from it, and
+    runs the bytes it checked: a flipped bit in the default model's synthesis graph leaves encoding
+    alone (the encoder never reads `g_s`) and fails decoding with one line, no output, no traceback;
+    `info --verbose` says so."""
+    from imgcodec.light import codec as light
+    from imgcodec.light.store import LightStore
+
+    entry = _default_entry(home)
+    src = home / "in.png"
+    Image.fromarray(natural_image(48, 40)).save(src)
+    data = light.encode(src, store=LightStore(store.Store.at(home)))
+    graph = home / "checkpoints" / "onnx" / entry["onnx"]["graphs"]["g_s"]["file"]
+    raw = bytearray(graph.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    graph.write_bytes(bytes(raw))
+    assert light.encode(src, store=LightStore(store.Store.at(home))) == data
+    with pytest.raises(ModelError, match=f"ONNX graph {graph.name} does not match its manifest sha256"):
+        light.decode(data, store=LightStore(store.Store.at(home)))
+    (home / "in.bin").write_bytes(data)
+    env = {"IMGCODEC_HOME": str(home)}
+    r = run_cli("decode", str(home / "in.bin"), str(home / "out.png"), "--runtime", "onnx", env=env)
+    assert r.returncode == 1 and "does not match its manifest sha256" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (home / "out.png").exists()
+    r = run_cli("info", "--verbose", str(home / "in.bin"), env=dict(env, IMGCODEC_RUNTIME="onnx"))
+    assert f"ONNX graph {graph.name} does not match its manifest sha256" in r.stdout
+
+
 def _tampered(home: Path, model: str, quality: int, change) -> Path:
     """The checkpoint of (model, quality) in ``home`` rewritten with ``change(tensors)`` applied and its
     manifest hash updated to match: what someone who can write the store can do."""

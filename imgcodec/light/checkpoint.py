@@ -1,4 +1,6 @@
-"""A shipped checkpoint as numpy arrays, and its ONNX graphs, both verified against the manifest."""
+"""A shipped checkpoint as numpy arrays, and its ONNX graphs, both verified against the manifest: the
+checkpoint when it is read, each graph when its session is made, from the bytes handed to ONNX
+Runtime."""
 
 from __future__ import annotations
 
@@ -14,15 +16,41 @@ ONNX_DIR = "onnx"  # the graphs' folder inside the checkpoints folder
 GRAPHS = ("g_a", "g_s", "h_a", "h_m")  # the float transforms a model may carry
 
 
+@dataclass(frozen=True)
+class Graph:
+    """One ONNX graph of a manifest entry: its file and the sha256 the manifest records."""
+
+    path: Path
+    sha256: str
+
+    def read(self) -> bytes:
+        """The graph's bytes, verified against the manifest's sha256: what a session is made from,
+        so that the bytes checked are the bytes run."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read ONNX graph {self.path}: {exc.strerror or exc}") from None
+        if sha256_bytes(data) != self.sha256:
+            raise ModelError(f"ONNX graph {self.path.name} does not match its manifest sha256 (tampered or stale)")
+        return data
+
+
 @dataclass
 class LightWeights:
-    """One checkpoint's tensors (numpy), config, sha256 and the paths of its verified ONNX graphs."""
+    """One checkpoint's tensors (numpy), config and sha256, and its ONNX graphs (``Graph``: read and
+    verified where a session needs them)."""
 
     tensors: dict
     config: ModelConfig
     sha256: str
-    graphs: dict = field(default_factory=dict)  # name -> Path
+    graphs: dict = field(default_factory=dict)  # name -> Graph
     footprint: int | None = None
+
+    def verify_graphs(self) -> None:
+        """Read and verify every graph now (``imgcodec info --verbose``): a ``ModelError`` if one
+        cannot be read or does not match the manifest."""
+        for graph in self.graphs.values():
+            graph.read()
 
 
 def graph_file(checkpoint_file: str, name: str) -> str:
@@ -64,18 +92,10 @@ def onnx_record(entry: dict) -> tuple:
 
 
 def read_entry(checkpoints: Path, entry: dict, record: tuple) -> LightWeights:
-    """The weights of a manifest entry and the graphs of its ONNX ``record`` (``onnx_record``),
-    each verified against its sha256: read anew at each call, the caller's own."""
+    """The weights of a manifest entry, verified against its sha256 (read anew at each call, the
+    caller's own), and the graphs of its ONNX ``record`` (``onnx_record``), each verified when it is
+    read (``Graph.read``)."""
     checkpoints = Path(checkpoints)
     tensors, config = read_weights(checkpoints / entry["file"], entry["sha256"])
-    graphs = {}
-    for name, gfile, gsha in record[0]:
-        path = checkpoints / ONNX_DIR / gfile
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ModelError(f"cannot read ONNX graph {path}: {exc.strerror or exc}") from None
-        if sha256_bytes(data) != gsha:
-            raise ModelError(f"ONNX graph {gfile} does not match its manifest sha256 (tampered or stale)")
-        graphs[name] = path
+    graphs = {name: Graph(checkpoints / ONNX_DIR / gfile, gsha) for name, gfile, gsha in record[0]}
     return LightWeights(tensors, config, entry["sha256"], graphs, record[1])

@@ -101,7 +101,7 @@ def describe(model: str, quality, runtime: str | None = None, store=None) -> str
     from .store import light_store
 
     try:
-        light_store(store).weights(model, quality)
+        light_store(store).weights(model, quality)[0].verify_graphs()
         graphs = "graphs verified"
     except CodecError as exc:
         graphs = str(exc)

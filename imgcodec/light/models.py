@@ -47,8 +47,8 @@ def blas_threads(n: int) -> bool:
     return done
 
 
-def open_session(path, threads: int | None = None):
-    """A new ``onnxruntime.InferenceSession`` of a verified graph file (or a graph's bytes), with ``threads`` intra-op
+def open_session(graph: bytes, threads: int | None = None):
+    """A new ``onnxruntime.InferenceSession`` of a verified graph's bytes, with ``threads`` intra-op
     threads (``None``: ONNX Runtime's default).  A thread count also limits the OpenBLAS that numpy
     uses for the fixed-point products (``blas_threads``), which is one per process: the last
     session made with a count sets it."""
@@ -62,7 +62,6 @@ def open_session(path, threads: int | None = None):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle worker threads sleep instead of spinning: the numpy products that follow a run need the cores.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    graph = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
@@ -126,7 +125,7 @@ class LightModel:
     def session(self, name: str):
         """This model's ONNX Runtime session of graph ``name`` (made on first use, then kept)."""
         if name not in self._sessions:
-            self._sessions[name] = open_session(self.weights.graphs[name], self.threads)
+            self._sessions[name] = open_session(self.weights.graphs[name].read(), self.threads)
         return self._sessions[name]
 
     def run(self, name: str, x: np.ndarray) -> np.ndarray:

@@ -2,9 +2,10 @@
 models of ``light.models``, without torch.
 
 A ``LightStore`` resolves (model, quality) by the store's own rule (``Store.shipped_entry``: the
-manifest entry, the quality normalized), reads the checkpoint and the ONNX graphs its entry records,
-each verified against its sha256 (``checkpoint.read_entry``, through ``Store.read_checkpoint``'s
-checks), and builds the model of its architecture, whose ONNX Runtime sessions run ``threads``
+manifest entry, the quality normalized), reads the checkpoint, verified against its sha256
+(``checkpoint.read_entry``, through ``Store.read_checkpoint``'s checks), with the ONNX graphs its
+entry records (each verified when a session is made from it), and builds the model of its
+architecture, whose ONNX Runtime sessions run ``threads``
 intra-op threads.  Over a plain ``Store`` every load reads, verifies and builds anew: the model is
 its caller's.  Over a ``CachedStore`` (``LightStore.cached()``, or a ``LightStore`` of
 ``Store.cached()``) the weights, and the models built from them with their sessions, are kept in that
@@ -49,7 +50,7 @@ class LightStore:
         return weights, key, quality
 
     def weights(self, model: str | None, quality) -> tuple[LightWeights, int | float]:
-        """The verified weights and graphs of (model, quality) (``Store.load_shipped``'s rule: one
+        """The verified weights of (model, quality), with its graphs (``Store.load_shipped``'s rule: one
         checkpoint for every quality of a continuous-rate model) and the normalized quality.  A
         ``ModelError`` where the entry records no graphs, or graphs exported from other weights."""
         weights, _, quality = self._resolve(model, quality)
