@@ -53,9 +53,9 @@ for name in json.loads(sys.argv[3]):
 print(json.dumps(results))
 """
 
-# The default model (""), the wider checkerboard model and the factorized model, whose file has one
+# The default model (""), the other checkerboard model and the factorized model, whose file has one
 # latent part.
-MODELS = ["", "checkerboard-gdn-wide", "factorized-gdn"]
+MODELS = ["", "checkerboard-gdn", "factorized-gdn"]
 
 
 def _run(threads: int) -> dict:

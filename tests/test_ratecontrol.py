@@ -140,10 +140,10 @@ def test_command_line(hp_home, hp_store, photo, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "b.bin").exists()
 
 
-@pytest.mark.parametrize("model", [None, "checkerboard-gdn-wide"], ids=["default", "checkerboard-gdn-wide"])
+@pytest.mark.parametrize("model", [None, "checkerboard-gdn"], ids=["default", "checkerboard-gdn"])
 @pytest.mark.parametrize("fraction", [0.25, 0.7])
 def test_target_size_with_the_shipped_continuous_models(model, fraction):
-    """The default model and the wider one on the bundled photo: the file fits within 2 % of the
+    """The default model and the narrower one on the bundled photo: the file fits within 2 % of the
     target (or is of the highest quality, in hundredths, that fits), and decodes to the photo's size."""
     from imgcodec.models import store
 
