@@ -144,6 +144,25 @@ def test_the_context_at_the_non_anchors_equals_the_whole_context():
         assert np.array_equal(fixed.pointwise(ep, params[:, ~a]), fixed.fixed_point(ep, params)[:, ~a])
 
 
+def test_half_weights_give_the_same_exact_latents_in_both_runtimes(tmp_path):
+    """A checkpoint whose convolutions are stored in float16 (``store.write_half_checkpoint``): the
+    numpy fixed point widens them as torch does, so a file of its torch model decodes in the light
+    runtime to the same exact latents (the transforms' graphs are not needed for them: never read)."""
+    from conftest import natural_image
+
+    dst = tmp_path / "half.safetensors"
+    store.write_half_checkpoint(store.default_store().checkpoints / "checkerboard-gdn.safetensors", dst)
+    tm = store.load_checkpoint_file(dst).model
+    tensors, config = checkpoint.read_weights(dst, None)
+    assert tensors["context_prediction.weight"].dtype == np.float16
+    graphs = {g: checkpoint.Graph(tmp_path / f"{g}.onnx", "0" * 64) for g in lmodels.LightCheckerboard.graphs_needed}
+    lm = lmodels.build(checkpoint.LightWeights(tensors, config, "half", graphs))
+    with torch.inference_mode():
+        parts = api.compress_latents(tm, natural_image(48, 80, seed=2), "cpu", rate_point(tm, 5))
+        exact_t = torch_exact_latents(tm, parts, (3, 5))
+    assert np.array_equal(lm.exact_latents(parts, (3, 5), 5), exact_t)
+
+
 def test_the_exported_graphs_match_the_manifest():
     """Every shipped checkpoint has its graphs, exported from its weights, with the recorded sha256."""
     s = store.default_store()

@@ -328,6 +328,42 @@ def save_checkpoint(model, path: Path, **meta: object) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+FLOAT16_MAX = 65504.0
+
+
+def half_weights(tensors: dict) -> dict:
+    """``tensors`` with every convolution's weights (the 4-D floating tensors named ``*.weight``) in
+    float16, the rest as it is: the entropy tables, scale tables, medians, gains and GDN's parameters
+    keep their precision.  Both runtimes widen them as they load (torch's ``load_state_dict``, numpy's
+    float64 of the fixed-point layers), so the stored values are the weights.  A weight beyond
+    float16's range is a ``ValueError``."""
+    import numpy as np  # deferred: only converting weights needs it
+
+    out = {}
+    for key, t in tensors.items():
+        a = _numpy(t)
+        if key.endswith(".weight") and a.ndim == 4 and a.dtype.kind == "f":
+            if float(np.abs(a).max(initial=0.0)) > FLOAT16_MAX:
+                raise ValueError(f"{key} holds a weight beyond float16's range")
+            t = t.half() if hasattr(t, "half") else a.astype(np.float16)
+        out[key] = t
+    return out
+
+
+def write_half_checkpoint(src: Path, dst: Path) -> str:
+    """Rewrite checkpoint ``src`` as ``dst`` with ``half_weights``, its metadata unchanged (read
+    through ``read_checkpoint``'s checks); returns the new file's sha256."""
+    from safetensors import safe_open
+    from safetensors.torch import save  # deferred: as in save_checkpoint
+
+    tensors, _, _, _ = read_checkpoint(Path(src))
+    with safe_open(str(src), "pt") as f:
+        metadata = f.metadata()
+    data = save({k: v.contiguous() for k, v in half_weights(tensors).items()}, metadata=metadata)
+    write_bytes_atomic(Path(dst), data, force=True)
+    return hashlib.sha256(data).hexdigest()
+
+
 def read_checkpoint(path: Path, expected_sha256: str | None = None, load=None):
     """Read and verify a checkpoint file; returns ``(tensors, config, meta, sha256)``.
 
@@ -510,9 +546,10 @@ def check_config_dict(d, what: str) -> None:
 
 def _check_weight_bytes(config: ModelConfig, header: dict, name: str) -> None:
     """The weights a config needs must be in the file: g_a and g_s alone hold 2 × 25 × (3N + 2N² + NM)
-    float32 values, so a tiny file whose config claims huge widths is refused without building it."""
+    values of two bytes or more (float16, ``half_weights``; float32), so a tiny file whose config
+    claims huge widths is refused without building it."""
     n, m = config.N, config.M
-    needed = 4 * 2 * 25 * (3 * n + 2 * n * n + n * m)
+    needed = 2 * 2 * 25 * (3 * n + 2 * n * n + n * m)
     held = 0
     for entry in header.values():
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
