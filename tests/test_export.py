@@ -94,3 +94,40 @@ def test_the_exported_synthesis_runs_the_transposed_convolutions_in_onnx_runtime
         assert out.shape == ref.shape
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
 
+
+
+def test_float16_weights_are_stored_in_float16_and_compute_the_same():
+    """A transform whose weights are float16 values (a checkpoint of ``store.half_weights``) exports
+    with those initializers in float16, each widened by a Cast: the graph is about half the bytes
+    and ONNX Runtime computes exactly what the float32 graph computes. Weights that are not float16
+    values (and small initializers) stay float32: such a graph is unchanged."""
+    import io
+
+    import onnx
+    from onnx import numpy_helper
+
+    from imgcodec.light.export import HALF_MIN_VALUES, half_initializers
+
+    module = nn.Sequential(_random(deconv5x5(96, 64), 1), nn.ReLU(), _random(deconv5x5(64, 3), 2))
+    x = torch.rand(1, 96, 5, 7)
+
+    def plain(m) -> bytes:
+        buf = io.BytesIO()
+        with torch.no_grad():
+            torch.onnx.export(m, (x,), buf, input_names=["x"], output_names=["y"], opset_version=17,
+                              dynamic_axes={"x": {2: "h", 3: "w"}}, dynamo=False)
+        return buf.getvalue()
+
+    assert half_initializers(plain(module)) == plain(module)  # float32 weights: nothing to halve
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.half().float())
+    full = plain(module)
+    half = half_initializers(full)
+    kinds = {i.name: numpy_helper.to_array(i).dtype for i in onnx.load_from_string(half).graph.initializer}
+    assert sorted(kinds.values(), key=str) == [np.float16, np.float16, np.float32, np.float32]  # two weights, two biases
+    assert all(n.endswith("_f16") for n, k in kinds.items() if k == np.float16) and 96 * 64 * 25 >= HALF_MIN_VALUES
+    assert len(half) < 0.6 * len(full)
+    big = np.random.default_rng(0).random((1, 96, 9, 13), dtype=np.float32)
+    a, b = (ort.InferenceSession(g, providers=["CPUExecutionProvider"]).run(None, {"x": big})[0] for g in (full, half))
+    assert np.array_equal(a, b)
