@@ -22,7 +22,8 @@ from imgcodec.models import store
 
 from conftest import SAMPLE, run_main
 
-CASES = [("factorized-gdn", 5), ("hyperprior-gdn", 3), ("hyperprior-gdn", 5.5), ("meanscale-gdn", 4.5)]
+CASES = [("factorized-gdn", 5), ("hyperprior-gdn", 3), ("hyperprior-gdn", 5.5), ("meanscale-gdn", 4.5),
+         (store.DEFAULT_MODEL, 6.5)]  # the default: the checkerboard model
 
 
 @pytest.fixture(scope="module")
