@@ -5,8 +5,9 @@ plot, the BD-rate table, ``docs/results.md`` and the README's results section â€
 
 Everything is measured first and written last, so a failure leaves the previous report in place.
 A baseline file already in the results folder is reused when it was measured on the same images
-(same names and bytes) with the same settings and library versions; learned models are always
-measured again (their weights change as training goes on).
+(same names and bytes) with the same settings and library versions; a learned model's file when it
+measured exactly the weights the store ships (their sha256) at every shipped quality on the same
+images, with the same refinement steps: new weights are measured again.
 """
 
 from __future__ import annotations
