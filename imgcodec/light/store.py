@@ -5,12 +5,11 @@ A ``LightStore`` resolves (model, quality) by the store's own rule (``Store.ship
 manifest entry, the quality normalized), reads the checkpoint, verified against its sha256
 (``checkpoint.read_entry``, through ``Store.read_checkpoint``'s checks), with the ONNX graphs its
 entry records (each verified when a session is made from it), and builds the model of its
-architecture, whose ONNX Runtime sessions run ``threads``
-intra-op threads.  Over a plain ``Store`` every load reads, verifies and builds anew: the model is
-its caller's.  Over a ``CachedStore`` (``LightStore.cached()``, or a ``LightStore`` of
-``Store.cached()``) the weights, and the models built from them with their sessions, are kept in that
-store (``CachedStore.hold``) for as long as its owner holds it, shared between its owner's calls
-only.
+architecture, whose ONNX Runtime sessions run ``threads`` intra-op threads.  Over a plain ``Store``
+every load reads, verifies and builds anew: the model is its caller's.  Over a ``CachedStore``
+(``LightStore.cached()``, or a ``LightStore`` of ``Store.cached()``) the weights, and the models
+built from them with their sessions, are kept in that store (``CachedStore.hold``) for as long as
+its owner holds it, shared between its owner's calls only.
 """
 
 from __future__ import annotations
