@@ -137,10 +137,10 @@ def test_half_weights_halve_the_file_and_load_as_their_values(tmp_path):
     file is about half the size, its metadata unchanged, and it loads (float32 modules) to a model
     whose weights are the float16 values, which codes an image as the float32 weights do to within
     a hair (fewer bytes than 0.5 % apart, PSNR within 0.05 dB)."""
-    import numpy as np
     import torch
 
     from imgcodec.codec.api import code_array
+    from imgcodec.eval.evaluate import psnr
 
     from conftest import natural_image
 
@@ -160,12 +160,8 @@ def test_half_weights_halve_the_file_and_load_as_their_values(tmp_path):
     assert all(p.dtype == torch.float32 for p in b.parameters())
     assert torch.equal(b.state_dict()["g_a.0.weight"], full["g_a.0.weight"].half().float())
     rgb = natural_image(64, 96, seed=3)
-
-    def psnr(x):
-        return 10 * np.log10(255**2 / np.mean((x.astype(np.float64) - rgb) ** 2))
-
     (size_a, out_a), (size_b, out_b) = code_array(a, rgb, quality=5), code_array(b, rgb, quality=5)
-    assert abs(size_b - size_a) <= 0.005 * size_a + 2 and abs(psnr(out_b) - psnr(out_a)) < 0.05
+    assert abs(size_b - size_a) <= 0.005 * size_a + 2 and abs(psnr(out_b, rgb) - psnr(out_a, rgb)) < 0.05
 
 
 def test_half_weights_refuse_a_weight_beyond_float16():
