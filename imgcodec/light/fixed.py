@@ -110,7 +110,7 @@ class Layer:
             return
         # float16 weights (a half checkpoint) widen exactly, as torch widens them: the products below
         # must not run in float16, where 2**HS_WEIGHT_BITS itself overflows (numpy 2 keeps the array's type)
-        w32, b32 = np.asarray(w32, np.float32), np.asarray(b32, np.float32)
+        w32 = np.asarray(w32, np.float32)
         b = np.round(b32.astype(np.float64) * 2.0 ** (HS_ACT_BITS + HS_WEIGHT_BITS))
         if kind == "deconv":  # 5×5, stride 2, padding 2, output padding 1: four 3×3 phase convolutions
             w = np.round(w32.astype(np.float64) * 2.0**HS_WEIGHT_BITS)
